@@ -17,7 +17,7 @@ OPT := -O2 -g
 endif
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
-CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter \
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation \
               -Isrc -I$(BUILD)/gen $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
               -DLG_VERSION='"$(VERSION)"' -DLG_HOME='"$(CURDIR)"' $(CFLAGS)
 # Lua and lua-cjson are linked statically; -Wl,-E keeps the Lua C API visible
@@ -47,27 +47,32 @@ run: deps all
 
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/proto/%.proto
 	@mkdir -p $(BUILD)/gen
-	protoc-c --proto_path=src/proto --c_out=$(BUILD)/gen $<
+	@echo "  PROTO   $<"
+	@protoc-c --proto_path=src/proto --c_out=$(BUILD)/gen $<
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-error -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Wno-error -MMD -MP -c -o $@ $<
 
 $(BUILD)/obj/%.o: src/%.c | $(PROTO_C)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
 $(BUILD)/liblunagate.a: $(OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(BUILD)/lunagate: $(BUILD)/obj/main.o $(BUILD)/liblunagate.a
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	@echo "  LINK    $@"
+	@$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 # Each C unit test #includes the module it tests and links the rest from the archive.
 $(BUILD)/tests/%: spec/02-c/%.c spec/02-c/test.h $(BUILD)/liblunagate.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Ispec/02-c -o $@ $< $(BUILD)/liblunagate.a $(LDLIBS_ALL)
+	@echo "  TEST    $@"
+	@$(CC) $(CFLAGS_ALL) -Ispec/02-c -o $@ $< $(BUILD)/liblunagate.a $(LDLIBS_ALL)
 
 ctests: $(CTESTS)
 

@@ -5,7 +5,7 @@
 set -e
 PKGS="build-essential pkg-config liblua5.4-dev lua5.4 lua-cjson lua-cjson-dev libyaml-dev
 libprotobuf-c-dev protobuf-c-compiler libevent-dev libcurl4-openssl-dev libssl-dev
-libhttp-parser-dev libpcre2-dev lua-busted lua-check nodejs npm nginx wrk prometheus
+libhttp-parser-dev libpcre2-dev lua-busted lua-check lua-yaml nodejs npm nginx wrk prometheus
 docker-compose kubectl yamllint clang-format curl ca-certificates procps"
 missing=""
 for p in $PKGS; do

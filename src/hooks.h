@@ -1,0 +1,109 @@
+/* hooks.h -- the request record shared by the HTTP engine (proxy.c) and the layers that
+ * decide (hooks.c: CORS, plugins, LLM providers, telemetry).
+ * SPDX-License-Identifier: MIT
+ *
+ * The proxy calls the lg_hooks_* functions at fixed points of a request; each returns
+ * quickly when the route needs nothing from it, so the plain path stays plain. */
+#ifndef LG_HOOKS_H
+#define LG_HOOKS_H
+
+#include <event2/buffer.h>
+#include <http_parser.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "upstream.h"
+#include "worker.h"
+
+typedef struct lg_hslice {
+    uint32_t noff, nlen, voff, vlen;
+    int deleted;
+} lg_hslice_t;
+
+enum { LG_FWD_NONE = 0, LG_FWD_RAW, LG_FWD_CHUNK, LG_FWD_PLAIN };
+
+typedef struct lg_req lg_req_t;
+
+struct lg_req {
+    lg_worker_t *w;
+    struct lg_conn *conn;
+    const char *src; /* client "ip:port" (owned by the connection) */
+    lg_conf_t *conf; /* reference held for the request's life */
+    lg_bind_t *bind;
+    lg_listener_t *listener;
+    lg_route_t *route;
+    const lg_backend_t *backend;
+    lg_backend_t dyn_backend; /* for backends chosen at run time (LLM providers) */
+
+    /* request head, copied once; slices point into `head` */
+    char *head;
+    size_t head_len;
+    lg_hslice_t *hdrs;
+    size_t nhdrs, hcap;
+    const char *url, *path, *query, *host;
+    size_t url_len, path_len, query_len, host_len, hostname_len;
+    size_t matched_prefix_len;
+    int method, vmajor, vminor, keepalive, has_cl, chunked_req;
+    uint64_t content_length;
+    int head_done, body_done, too_large, dispatched;
+    struct evbuffer *body;
+
+    /* changes made before forwarding (plugins, LLM layer) */
+    char *up_path; /* replaces path?query */
+    char *up_host; /* replaces Host */
+    lg_kv_t *extra, *rextra; /* extra request / response headers (owned by hooks) */
+    size_t nextra, nrextra;
+    char traceparent[64];
+
+    /* upstream */
+    lg_upconn_t *up;
+    int attempt, retry_count, pending_connect, stale_retry;
+    http_parser rp;
+    int rp_state; /* 0 head, 1 body, 2 complete */
+    char *rhead;
+    size_t rhead_len;
+    lg_hslice_t *rhdrs;
+    size_t nrhdrs, rhcap;
+    int status;
+    const char *status_text;
+    int up_keepalive, up_chunked, up_has_cl;
+    uint64_t up_cl;
+    int fwd_mode, resp_head_sent, resp_done, paused;
+    struct evbuffer *body_out; /* where decoded-mode body bytes go during relay */
+    uint64_t resp_bytes;
+
+    struct event *timer;
+    int timer_kind;
+
+    int64_t start_us, end_us, start_mono, end_mono, up_sent_mono, first_byte_mono;
+    int64_t connect_us;
+    const char *reason;
+    char *error;
+    int client_gone, finished;
+
+    void *lua; /* per-request state of hooks.c */
+};
+
+/* proxy.c services for hooks */
+const char *lg_req_header(lg_req_t *r, const char *name, size_t nlen, size_t *vlen);
+const char *lg_resp_header(lg_req_t *r, const char *name, size_t nlen, size_t *vlen);
+void lg_req_respond(lg_req_t *r, int status, const char *ctype, const char *body, size_t blen,
+                    const lg_kv_t *extra, size_t nextra);
+void lg_req_emit(lg_req_t *r, const char *data, size_t len, struct evbuffer *out);
+
+/* hooks.c */
+int lg_hooks_cors_preflight(lg_req_t *r);          /* 1: answered */
+void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out);
+int lg_hooks_access(lg_req_t *r);                  /* LG_OK: continue; else answered */
+void lg_hooks_upstream_connected(lg_req_t *r);
+int lg_hooks_header_filter(lg_req_t *r);           /* LG_OK, or answered with an error */
+int lg_hooks_body_rewrites(lg_req_t *r);           /* 1: body passes through hooks */
+/* Body bytes in decoded mode (eof=1 with no data at the end); emits into out. */
+void lg_hooks_body(lg_req_t *r, const char *data, size_t len, int eof, struct evbuffer *out);
+/* Writes an error body in the client's API shape; returns 0 to use the default. */
+int lg_hooks_error_body(lg_req_t *r, int status, const char *msg, const char *type,
+                        struct evbuffer *out);
+void lg_hooks_log(lg_req_t *r);
+void lg_hooks_req_free(lg_req_t *r);
+
+#endif

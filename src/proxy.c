@@ -1,0 +1,1357 @@
+/* proxy.c -- the request lifecycle on bufferevents and http-parser.
+ * SPDX-License-Identifier: MIT
+ *
+ * The plain path is kept close to zero work: the request head is copied once into the
+ * request (a few hundred bytes) and parsed in place, the upstream head is written in one
+ * buffer, and response body bytes are moved verbatim from the upstream's input buffer to
+ * the client (chunk framing included) while http-parser only watches for the end of the
+ * message. When nothing is queued for the client we write straight to its socket instead of
+ * waiting a loop turn for EV_WRITE.
+ *
+ * Lifetime: a connection (lg_conn_t) owns at most one request at a time (pipelined
+ * requests wait in the input buffer). A request owns its upstream connection until it
+ * hands it back to the pool. Every request ends in req_finish(), exactly once, which runs
+ * the log phase. Connections are freed only at the end of a top-level libevent callback
+ * (conn_release), never in the middle of a chain that still uses them. */
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "hooks.h"
+
+#define OUT_HIGH (4 * 1024 * 1024) /* pause the upstream when this much waits for the client */
+#define OUT_LOW (256 * 1024)
+#define WRITE_TIMEOUT_S 60
+
+typedef struct lg_conn lg_conn_t;
+
+/* ---- Connections ---- */
+
+struct lg_conn {
+    lg_worker_t *w;
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+    int tls;
+    int port;
+    char src[64];
+    http_parser parser;
+    lg_req_t *req;
+    lg_req_t *done_req; /* finished request waiting to be freed at callback end */
+    int busy;           /* inside a callback: defer frees */
+    int closing;        /* free at the end of the current callback */
+    int close_after_flush;
+    lg_conn_t *next, *prev;
+};
+
+static http_parser_settings req_settings, resp_settings;
+
+static void conn_close(lg_conn_t *c);
+static void req_finish(lg_req_t *r);
+static void req_fail(lg_req_t *r, int status, const char *reason, const char *msg);
+static void upstream_start(lg_req_t *r);
+static void process_input(lg_conn_t *c);
+static void send_buffer(lg_conn_t *c, struct evbuffer *buf);
+
+static void conn_link(lg_worker_t *w, lg_conn_t *c)
+{
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+}
+
+static void conn_unlink(lg_conn_t *c)
+{
+    lg_worker_t *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+}
+
+static void req_free(lg_req_t *r);
+
+/* Frees the connection if it was marked closing; call at the end of every top-level
+ * callback. */
+static void conn_release(lg_conn_t *c)
+{
+    if (--c->busy > 0)
+        return;
+    if (c->done_req) {
+        req_free(c->done_req);
+        c->done_req = NULL;
+    }
+    if (!c->closing)
+        return;
+    if (c->req) {
+        /* a request still attached means the client went away mid-request */
+        lg_req_t *r = c->req;
+        r->client_gone = 1;
+        req_finish(r);
+        if (c->done_req) {
+            req_free(c->done_req);
+            c->done_req = NULL;
+        }
+    }
+    conn_unlink(c);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    free(c);
+}
+
+static void conn_close(lg_conn_t *c)
+{
+    c->closing = 1;
+    if (c->bev)
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- Output ---- */
+
+/* Sends `buf` (drained) to the client: straight to the socket when nothing is queued,
+ * the remainder through the bufferevent. */
+static void send_buffer(lg_conn_t *c, struct evbuffer *buf)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!c->tls && evbuffer_get_length(out) == 0) {
+        while (evbuffer_get_length(buf) > 0) {
+            int n = evbuffer_write(buf, c->fd);
+            if (n <= 0)
+                break;
+        }
+    }
+    if (evbuffer_get_length(buf) > 0)
+        bufferevent_write_buffer(c->bev, buf);
+}
+
+void lg_json_error(struct evbuffer *out, const char *message, const char *type)
+{
+    evbuffer_add(out, "{\"error\":{\"message\":\"", 21);
+    for (const unsigned char *p = (const unsigned char *)message; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            evbuffer_add_printf(out, "\\%c", *p);
+        else if (*p < 0x20)
+            evbuffer_add_printf(out, "\\u%04x", *p);
+        else
+            evbuffer_add(out, p, 1);
+    }
+    evbuffer_add_printf(out, "\",\"type\":\"%s\"}}", type);
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* ---- Header helpers ---- */
+
+static int is_hop_by_hop(const char *n, size_t l)
+{
+    switch (l) {
+    case 2: return strncasecmp(n, "te", 2) == 0;
+    case 7: return strncasecmp(n, "trailer", 7) == 0 || strncasecmp(n, "upgrade", 7) == 0;
+    case 10: return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
+    case 16: return strncasecmp(n, "proxy-connection", 16) == 0;
+    case 17: return strncasecmp(n, "transfer-encoding", 17) == 0;
+    default: return 0;
+    }
+}
+
+/* Is `name` listed in a Connection header value (which names more hop-by-hop headers)? */
+static int in_connection_list(const char *conn, size_t clen, const char *n, size_t l)
+{
+    const char *p = conn, *end = conn + clen;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
+            p++;
+        const char *s = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        if ((size_t)(p - s) == l && strncasecmp(s, n, l) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int mod_touches(const lg_hdr_mod_t *m, const char *n, size_t l)
+{
+    if (!m)
+        return 0;
+    for (size_t i = 0; i < m->nremove; i++)
+        if (strlen(m->remove[i]) == l && strncasecmp(m->remove[i], n, l) == 0)
+            return 1;
+    for (size_t i = 0; i < m->nset; i++)
+        if (m->set[i].nlen == l && strncasecmp(m->set[i].name, n, l) == 0)
+            return 1;
+    return 0;
+}
+
+static void mod_append(struct evbuffer *out, const lg_hdr_mod_t *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->nset; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", m->set[i].name, m->set[i].value);
+    for (size_t i = 0; i < m->nadd; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", m->add[i].name, m->add[i].value);
+}
+
+const char *lg_req_header(lg_req_t *r, const char *name, size_t nlen, size_t *vlen)
+{
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        lg_hslice_t *h = &r->hdrs[i];
+        if (h->nlen == nlen && strncasecmp(r->head + h->noff, name, nlen) == 0) {
+            *vlen = h->vlen;
+            return r->head + h->voff;
+        }
+    }
+    return NULL;
+}
+
+const char *lg_resp_header(lg_req_t *r, const char *name, size_t nlen, size_t *vlen)
+{
+    for (size_t i = 0; i < r->nrhdrs; i++) {
+        lg_hslice_t *h = &r->rhdrs[i];
+        if (h->nlen == nlen && strncasecmp(r->rhead + h->noff, name, nlen) == 0) {
+            *vlen = h->vlen;
+            return r->rhead + h->voff;
+        }
+    }
+    return NULL;
+}
+
+static const char *hdr_cb(void *arg, const char *name, size_t nlen, size_t *vlen)
+{
+    return lg_req_header(arg, name, nlen, vlen);
+}
+
+/* ---- Simple responses ---- */
+
+/* Answers the request locally with `status` and `body` (JSON when ctype is NULL). */
+void lg_req_respond(lg_req_t *r, int status, const char *ctype, const char *body, size_t blen,
+                    const lg_kv_t *extra, size_t nextra)
+{
+    lg_conn_t *c = r->conn;
+    struct evbuffer *out = evbuffer_new();
+    int keep = r->keepalive && !c->w->draining && status != 400 && status != 413 &&
+               status != 431;
+    r->status = status;
+    r->resp_head_sent = 1;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+    if (ctype)
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
+    for (size_t i = 0; i < nextra; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", extra[i].name, extra[i].value);
+    if (r->route && r->route->resp_hdr)
+        mod_append(out, r->route->resp_hdr);
+    lg_hooks_cors_headers(r, out);
+    evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
+    if (!keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (r->vminor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    if (r->method != HTTP_HEAD)
+        evbuffer_add(out, body, blen);
+    r->resp_bytes = r->method != HTTP_HEAD ? blen : 0;
+    r->keepalive = keep;
+    send_buffer(c, out);
+    evbuffer_free(out);
+    r->resp_done = 1;
+    req_finish(r);
+}
+
+static void respond_error(lg_req_t *r, int status, const char *reason, const char *msg,
+                          const char *type)
+{
+    struct evbuffer *b = evbuffer_new();
+    r->reason = reason;
+    if (!r->error)
+        r->error = lg_xstrdup(msg);
+    if (!lg_hooks_error_body(r, status, msg, type, b))
+        lg_json_error(b, msg, type);
+    size_t len = evbuffer_get_length(b);
+    lg_req_respond(r, status, "application/json", (const char *)evbuffer_pullup(b, -1), len, NULL,
+                   0);
+    evbuffer_free(b);
+}
+
+/* A failure before or after the response started: an error reply, or a cut connection. */
+static void req_fail(lg_req_t *r, int status, const char *reason, const char *msg)
+{
+    if (r->up) {
+        lg_upstream_release(r->up, 0);
+        r->up = NULL;
+    }
+    if (!r->resp_head_sent) {
+        respond_error(r, status, reason, msg,
+                      status == 504 ? "timeout_error"
+                                    : (status >= 500 ? "upstream_error" : "invalid_request_error"));
+        return;
+    }
+    /* the client already has part of a response: the only honest signal is closing */
+    if (!r->error)
+        r->error = lg_xstrdup(msg);
+    r->reason = reason;
+    r->keepalive = 0;
+    req_finish(r);
+}
+
+/* ---- Request parsing (client side) ---- */
+
+static lg_req_t *req_new(lg_conn_t *c)
+{
+    lg_req_t *r = lg_xcalloc(1, sizeof(*r));
+    r->conn = c;
+    r->w = c->w;
+    r->src = c->src;
+    r->conf = lg_conf_ref(c->w->conf);
+    r->start_us = lg_now_us();
+    r->start_mono = lg_mono_us();
+    r->reason = "Upstream";
+    return r;
+}
+
+static void req_free(lg_req_t *r)
+{
+    if (!r)
+        return;
+    lg_hooks_req_free(r);
+    if (r->timer)
+        event_free(r->timer);
+    if (r->up)
+        lg_upstream_release(r->up, 0);
+    if (r->body)
+        evbuffer_free(r->body);
+    free(r->head), free(r->hdrs), free(r->rhead), free(r->rhdrs), free(r->error);
+    free(r->dyn_backend.host), free(r->dyn_backend.name), free(r->dyn_backend.sni);
+    free(r->up_path), free(r->up_host);
+    lg_conf_unref(r->conf);
+    free(r);
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    r->url = at;
+    r->url_len = len;
+    return 0;
+}
+
+static int hdr_push(lg_hslice_t **arr, size_t *n, size_t *cap)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *arr = lg_xrealloc(*arr, *cap * sizeof(lg_hslice_t));
+    }
+    memset(&(*arr)[*n], 0, sizeof(lg_hslice_t));
+    (*n)++;
+    return 0;
+}
+
+/* Header callbacks see the head in one contiguous buffer (we only parse complete heads),
+ * so each name and value arrives in one piece. */
+static int on_req_field(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    hdr_push(&r->hdrs, &r->nhdrs, &r->hcap);
+    r->hdrs[r->nhdrs - 1].noff = (uint32_t)(at - r->head);
+    r->hdrs[r->nhdrs - 1].nlen = (uint32_t)len;
+    return 0;
+}
+
+static int on_req_value(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    if (r->nhdrs == 0)
+        return 0;
+    r->hdrs[r->nhdrs - 1].voff = (uint32_t)(at - r->head);
+    r->hdrs[r->nhdrs - 1].vlen = (uint32_t)len;
+    return 0;
+}
+
+static int on_req_headers_complete(http_parser *p)
+{
+    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    r->method = p->method;
+    r->vmajor = p->http_major;
+    r->vminor = p->http_minor;
+    r->keepalive = http_should_keep_alive(p);
+    r->has_cl = (p->flags & F_CONTENTLENGTH) != 0;
+    r->content_length = r->has_cl ? p->content_length : 0;
+    r->chunked_req = (p->flags & F_CHUNKED) != 0;
+    r->head_done = 1;
+    return 0;
+}
+
+static int on_req_body(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    if (!r->body)
+        r->body = evbuffer_new();
+    if (evbuffer_get_length(r->body) + len > r->conf->max_body) {
+        r->too_large = 1;
+        return 0;
+    }
+    evbuffer_add(r->body, at, len);
+    return 0;
+}
+
+static int on_req_complete(http_parser *p)
+{
+    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    r->body_done = 1;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* Splits the URL into path and query, and finds the Host. */
+static void req_split(lg_req_t *r)
+{
+    const char *u = r->url;
+    size_t ul = r->url_len;
+    /* absolute-form (proxy requests): skip scheme://authority */
+    if (ul > 7 && (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0)) {
+        const char *s = memchr(u + 8 - (u[4] == ':'), '/', ul - 8 + (u[4] == ':'));
+        const char *auth = u + (u[4] == ':' ? 7 : 8);
+        if (!s)
+            s = u + ul;
+        r->host = auth;
+        r->host_len = (size_t)(s - auth);
+        ul -= (size_t)(s - u);
+        u = s;
+    }
+    const char *q = memchr(u, '?', ul);
+    r->path = ul ? u : "/";
+    r->path_len = q ? (size_t)(q - u) : (ul ? ul : 1);
+    if (q) {
+        r->query = q + 1;
+        r->query_len = ul - (size_t)(q - u) - 1;
+    }
+    if (!r->host) {
+        size_t hl;
+        const char *h = lg_req_header(r, "host", 4, &hl);
+        if (h) {
+            r->host = h;
+            r->host_len = hl;
+        } else {
+            r->host = "";
+        }
+    }
+    /* strip a port for matching */
+    r->hostname_len = r->host_len;
+    if (r->host_len && r->host[0] == '[') {
+        const char *e = memchr(r->host, ']', r->host_len);
+        if (e)
+            r->hostname_len = (size_t)(e - r->host) + 1;
+    } else {
+        const char *colon = memchr(r->host, ':', r->host_len);
+        if (colon)
+            r->hostname_len = (size_t)(colon - r->host);
+    }
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+
+/* Parses as much of the client's input as possible and dispatches a complete request. */
+static void process_input(lg_conn_t *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        if (c->closing || (c->req && (c->req->dispatched || c->req->body_done)))
+            return;
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            return;
+        if (!c->req) {
+            /* wait for the whole head */
+            struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            size_t hl;
+            if (end.pos < 0) {
+                struct evbuffer_ptr e2 = evbuffer_search(in, "\n\n", 2, NULL);
+                if (e2.pos < 0) {
+                    if (avail > c->w->conf->max_header) {
+                        lg_req_t *r = c->req = req_new(c);
+                        r->keepalive = 0;
+                        r->url = "/", r->url_len = 1, r->path = "/", r->path_len = 1;
+                        respond_error(r, 431, "InvalidRequest", "request header too large",
+                                      "invalid_request_error");
+                    }
+                    return;
+                }
+                hl = (size_t)e2.pos + 2;
+            } else {
+                hl = (size_t)end.pos + 4;
+            }
+            if (hl > c->w->conf->max_header) {
+                lg_req_t *r = c->req = req_new(c);
+                r->keepalive = 0;
+                r->url = "/", r->url_len = 1, r->path = "/", r->path_len = 1;
+                respond_error(r, 431, "InvalidRequest", "request header too large",
+                              "invalid_request_error");
+                return;
+            }
+            lg_req_t *r = c->req = req_new(c);
+            r->head = lg_xmalloc(hl + 1);
+            evbuffer_remove(in, r->head, hl);
+            r->head[hl] = '\0';
+            r->head_len = hl;
+            http_parser_init(&c->parser, HTTP_REQUEST);
+            c->parser.data = c;
+            size_t n = http_parser_execute(&c->parser, &req_settings, r->head, hl);
+            if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK &&
+                HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
+                r->keepalive = 0;
+                if (!r->url)
+                    r->url = "/", r->url_len = 1;
+                char msg[128];
+                snprintf(msg, sizeof(msg), "malformed request: %s",
+                         http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+                r->path = "/", r->path_len = 1;
+                respond_error(r, 400, "InvalidRequest", msg, "invalid_request_error");
+                return;
+            }
+            LG_UNUSED(n);
+            req_split(r);
+            if (r->has_cl && r->content_length > r->conf->max_body) {
+                r->keepalive = 0;
+                respond_error(r, 413, "InvalidRequest", "request body too large",
+                              "invalid_request_error");
+                return;
+            }
+            if (!r->body_done) {
+                size_t el;
+                const char *ex = lg_req_header(r, "expect", 6, &el);
+                if (ex && el == 12 && strncasecmp(ex, "100-continue", 12) == 0)
+                    bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            }
+            continue;
+        }
+        /* body bytes */
+        lg_req_t *r = c->req;
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return;
+        size_t n = http_parser_execute(&c->parser, &req_settings, v.iov_base, v.iov_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        evbuffer_drain(in, n);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            r->keepalive = 0;
+            respond_error(r, 400, "InvalidRequest", "malformed request body",
+                          "invalid_request_error");
+            return;
+        }
+        if (r->too_large) {
+            r->keepalive = 0;
+            respond_error(r, 413, "InvalidRequest", "request body too large",
+                          "invalid_request_error");
+            return;
+        }
+        if (!r->body_done)
+            continue;
+    }
+}
+
+/* ---- Dispatch ---- */
+
+static void set_deadline(lg_req_t *r);
+
+static void dispatch(lg_req_t *r)
+{
+    lg_conn_t *c = r->conn;
+    const lg_match_t *matched = NULL;
+    r->dispatched = 1;
+    r->route = lg_conf_select(r->conf, c->port, r->host, r->hostname_len,
+                              http_method_str(r->method), strlen(http_method_str(r->method)),
+                              r->path, r->path_len, r->query, r->query_len, hdr_cb, r,
+                              &r->listener, &r->bind, &matched);
+    if (!r->route) {
+        respond_error(r, 404, "NotFound", "no route matched the request", "not_found_error");
+        return;
+    }
+    if (matched && matched->path_kind == LG_MATCH_PREFIX)
+        r->matched_prefix_len = matched->path_len;
+    if (lg_hooks_cors_preflight(r))
+        return;
+    if (r->route->request_timeout_ms > 0)
+        set_deadline(r);
+    int rc = lg_hooks_access(r);
+    if (rc != LG_OK)
+        return; /* answered (or failed) by a plugin or the LLM layer */
+    if (r->route->has_direct && !r->backend) {
+        r->reason = "DirectResponse";
+        lg_req_respond(r, r->route->direct_status, "text/plain",
+                       r->route->direct_body ? r->route->direct_body : "",
+                       r->route->direct_body_len, NULL, 0);
+        return;
+    }
+    if (!r->backend) {
+        lg_route_t *rt = r->route;
+        if (rt->nbackends == 0 || rt->total_weight <= 0) {
+            respond_error(r, 503, "NoHealthyBackend", "no healthy backend", "upstream_error");
+            return;
+        }
+        const lg_backend_t *b = &rt->backends[0];
+        if (rt->nbackends > 1) {
+            int pick = (int)((unsigned)random() % (unsigned)rt->total_weight);
+            for (size_t i = 0; i < rt->nbackends; i++) {
+                if (pick < rt->backends[i].weight) {
+                    b = &rt->backends[i];
+                    break;
+                }
+                pick -= rt->backends[i].weight;
+            }
+        }
+        r->backend = b;
+    }
+    upstream_start(r);
+}
+
+/* ---- Timers ---- */
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    lg_req_t *r = arg;
+    lg_conn_t *c = r->conn;
+    LG_UNUSED(fd);
+    LG_UNUSED(what);
+    c->busy++;
+    if (r->timer_kind == 2) { /* retry backoff elapsed */
+        r->timer_kind = 0;
+        upstream_start(r);
+    } else {
+        req_fail(r, 504, "Timeout", "request timed out");
+    }
+    conn_release(c);
+}
+
+static void set_deadline(lg_req_t *r)
+{
+    int ms = r->route->request_timeout_ms;
+    if (!r->timer)
+        r->timer = evtimer_new(r->w->base, deadline_cb, r);
+    r->timer_kind = 1;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(r->timer, &tv);
+}
+
+/* ---- Upstream ---- */
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void append_forwarded(lg_req_t *r, struct evbuffer *out)
+{
+    size_t xl;
+    const char *xff = lg_req_header(r, "x-forwarded-for", 15, &xl);
+    const char *ip = r->conn->src;
+    size_t il = strlen(ip);
+    /* strip the port from "ip:port" / "[v6]:port" */
+    if (ip[0] == '[') {
+        const char *e = strchr(ip, ']');
+        ip++;
+        il = e ? (size_t)(e - ip) : il - 1;
+    } else {
+        const char *colon = strrchr(ip, ':');
+        if (colon)
+            il = (size_t)(colon - ip);
+    }
+    if (xff)
+        evbuffer_add_printf(out, "X-Forwarded-For: %.*s, %.*s\r\n", (int)xl, xff, (int)il, ip);
+    else
+        evbuffer_add_printf(out, "X-Forwarded-For: %.*s\r\n", (int)il, ip);
+}
+
+/* Builds the upstream request head and body into `out`. */
+static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
+{
+    const lg_route_t *rt = r->route;
+    const char *m = http_method_str(r->method);
+    /* path: Lua may have replaced it; otherwise apply urlRewrite */
+    if (r->up_path) {
+        evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", m, r->up_path);
+    } else if (rt->rewrite_full) {
+        evbuffer_add_printf(out, "%s %s%s%.*s HTTP/1.1\r\n", m, rt->rewrite_full,
+                            r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
+    } else if (rt->rewrite_prefix && r->matched_prefix_len > 0) {
+        /* replace the matched prefix: "/foo" + "/foo/bar" -> "/baz" + "/bar" */
+        size_t ml = r->matched_prefix_len;
+        if (ml > 0 && r->path[ml - 1] == '/')
+            ml--; /* keep the separating slash in the rest */
+        const char *rest = r->path + ml;
+        size_t rl = r->path_len - ml;
+        size_t pl = strlen(rt->rewrite_prefix);
+        if (pl > 0 && rt->rewrite_prefix[pl - 1] == '/')
+            pl--;
+        evbuffer_add_printf(out, "%s %.*s%.*s%s%s%.*s HTTP/1.1\r\n", m, (int)pl, rt->rewrite_prefix,
+                            (int)rl, rest, (pl == 0 && rl == 0) ? "/" : "",
+                            r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
+    } else {
+        evbuffer_add_printf(out, "%s %.*s%s%.*s HTTP/1.1\r\n", m, (int)r->path_len, r->path,
+                            r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
+    }
+    size_t cl;
+    const char *connhdr = lg_req_header(r, "connection", 10, &cl);
+    int host_done = 0;
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        const lg_hslice_t *h = &r->hdrs[i];
+        const char *n = r->head + h->noff;
+        if (h->deleted || is_hop_by_hop(n, h->nlen) ||
+            (connhdr && in_connection_list(connhdr, cl, n, h->nlen)))
+            continue;
+        if ((h->nlen == 14 && strncasecmp(n, "content-length", 14) == 0) ||
+            (h->nlen == 6 && strncasecmp(n, "expect", 6) == 0) ||
+            (h->nlen == 15 && strncasecmp(n, "x-forwarded-for", 15) == 0) ||
+            (h->nlen == 11 && strncasecmp(n, "traceparent", 11) == 0 && r->traceparent[0]))
+            continue;
+        if (mod_touches(rt->req_hdr, n, h->nlen))
+            continue;
+        if (h->nlen == 4 && strncasecmp(n, "host", 4) == 0) {
+            host_done = 1;
+            if (r->up_host) {
+                evbuffer_add_printf(out, "Host: %s\r\n", r->up_host);
+                continue;
+            }
+            if (rt->rewrite_authority) {
+                evbuffer_add_printf(out, "Host: %s\r\n", rt->rewrite_authority);
+                continue;
+            }
+        }
+        evbuffer_add(out, n, h->nlen);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, r->head + h->voff, h->vlen);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (!host_done)
+        evbuffer_add_printf(out, "Host: %s\r\n",
+                            r->up_host ? r->up_host
+                                       : (rt->rewrite_authority ? rt->rewrite_authority
+                                                                : r->backend->name));
+    for (size_t i = 0; i < r->nextra; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", r->extra[i].name, r->extra[i].value);
+    mod_append(out, rt->req_hdr);
+    append_forwarded(r, out);
+    if (r->traceparent[0])
+        evbuffer_add_printf(out, "traceparent: %s\r\n", r->traceparent);
+    size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
+    if (blen > 0 || r->has_cl || r->chunked_req || r->method == HTTP_POST ||
+        r->method == HTTP_PUT || r->method == HTTP_PATCH)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
+    evbuffer_add(out, "\r\n", 2);
+    if (blen > 0) {
+        /* keep the body for a retry: copy, do not move */
+        struct evbuffer_iovec v[16];
+        int nv = evbuffer_peek(r->body, -1, NULL, v, 16);
+        if (nv > 16) {
+            evbuffer_pullup(r->body, -1);
+            nv = evbuffer_peek(r->body, -1, NULL, v, 16);
+        }
+        for (int i = 0; i < nv && i < 16; i++)
+            evbuffer_add(out, v[i].iov_base, v[i].iov_len);
+    }
+}
+
+static void up_ready_cb(lg_upconn_t *uc, int status, const char *msg, void *arg);
+
+static void upstream_send(lg_req_t *r)
+{
+    struct evbuffer *out = evbuffer_new();
+    build_upstream_request(r, out);
+    r->rp_state = 0;
+    r->nrhdrs = 0;
+    r->rhead_len = 0;
+    http_parser_init(&r->rp, HTTP_RESPONSE);
+    r->rp.data = r;
+    r->up_sent_mono = lg_mono_us();
+    bufferevent_setcb(r->up->bev, up_read_cb, NULL, up_event_cb, r);
+    if (r->route->backend_timeout_ms > 0) {
+        int ms = r->route->backend_timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        bufferevent_set_timeouts(r->up->bev, &tv, NULL);
+    }
+    bufferevent_write_buffer(r->up->bev, out);
+    bufferevent_enable(r->up->bev, EV_READ | EV_WRITE);
+    evbuffer_free(out);
+}
+
+static void upstream_start(lg_req_t *r)
+{
+    lg_err_t err;
+    r->attempt++;
+    r->pending_connect = 1;
+    lg_upconn_t *uc = lg_upstream_acquire(r->w->pool, r->backend, r->conf->connect_timeout_ms,
+                                          up_ready_cb, r, &err);
+    if (!uc) {
+        r->pending_connect = 0;
+        req_fail(r, 502, "UpstreamFailure", err.msg);
+        return;
+    }
+    r->up = uc;
+    if (uc->reused) {
+        r->pending_connect = 0;
+        upstream_send(r);
+    }
+}
+
+static int should_retry_status(lg_req_t *r, int status)
+{
+    const lg_route_t *rt = r->route;
+    if (r->attempt >= rt->retry_attempts)
+        return 0;
+    for (size_t i = 0; i < rt->nretry_codes; i++)
+        if (rt->retry_codes[i] == status)
+            return 1;
+    return 0;
+}
+
+static void retry_later(lg_req_t *r)
+{
+    int ms = r->route->retry_backoff_ms;
+    r->retry_count++;
+    if (ms <= 0) {
+        upstream_start(r);
+        return;
+    }
+    if (!r->timer)
+        r->timer = evtimer_new(r->w->base, deadline_cb, r);
+    r->timer_kind = 2;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(r->timer, &tv);
+}
+
+static void up_ready_cb(lg_upconn_t *uc, int status, const char *msg, void *arg)
+{
+    lg_req_t *r = arg;
+    lg_conn_t *c = r->conn;
+    c->busy++;
+    r->pending_connect = 0;
+    if (status != LG_OK) {
+        r->up = NULL;
+        if (r->attempt < r->route->retry_attempts) {
+            retry_later(r);
+        } else {
+            int timeout = msg && strstr(msg, "timed out");
+            req_fail(r, timeout ? 504 : 502, timeout ? "Timeout" : "UpstreamFailure", msg);
+        }
+    } else {
+        r->up = uc;
+        r->connect_us = uc->connect_us;
+        lg_hooks_upstream_connected(r);
+        upstream_send(r);
+    }
+    conn_release(c);
+}
+
+/* ---- Response relay ---- */
+
+static int on_resp_field(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = p->data;
+    hdr_push(&r->rhdrs, &r->nrhdrs, &r->rhcap);
+    r->rhdrs[r->nrhdrs - 1].noff = (uint32_t)(at - r->rhead);
+    r->rhdrs[r->nrhdrs - 1].nlen = (uint32_t)len;
+    return 0;
+}
+
+static int on_resp_value(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = p->data;
+    if (r->nrhdrs == 0)
+        return 0;
+    r->rhdrs[r->nrhdrs - 1].voff = (uint32_t)(at - r->rhead);
+    r->rhdrs[r->nrhdrs - 1].vlen = (uint32_t)len;
+    return 0;
+}
+
+static int on_resp_headers_complete(http_parser *p)
+{
+    lg_req_t *r = p->data;
+    r->status = p->status_code;
+    r->up_keepalive = http_should_keep_alive(p);
+    r->up_chunked = (p->flags & F_CHUNKED) != 0;
+    r->up_has_cl = (p->flags & F_CONTENTLENGTH) != 0;
+    r->up_cl = p->content_length;
+    r->rp_state = 1;
+    /* a response to HEAD has no body whatever its headers say */
+    return r->method == HTTP_HEAD ? 1 : 0;
+}
+
+static int on_resp_body(http_parser *p, const char *at, size_t len)
+{
+    lg_req_t *r = p->data;
+    if (r->fwd_mode == LG_FWD_RAW)
+        return 0;
+    lg_hooks_body(r, at, len, 0, r->body_out);
+    return 0;
+}
+
+static int on_resp_complete(http_parser *p)
+{
+    lg_req_t *r = p->data;
+    r->rp_state = 2;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* Writes the client's response head. Picks how the body is relayed. */
+static void write_response_head(lg_req_t *r, struct evbuffer *out)
+{
+    lg_conn_t *c = r->conn;
+    const lg_route_t *rt = r->route;
+    int no_body = r->method == HTTP_HEAD || r->status == 204 || r->status == 304 ||
+                  r->status / 100 == 1;
+    int client11 = r->vmajor == 1 && r->vminor >= 1;
+    int rewrite = lg_hooks_body_rewrites(r);
+    if (c->w->draining)
+        r->keepalive = 0;
+    if (no_body)
+        r->fwd_mode = LG_FWD_NONE;
+    else if (!rewrite && (r->up_has_cl || (r->up_chunked && client11)))
+        r->fwd_mode = LG_FWD_RAW;
+    else if (client11)
+        r->fwd_mode = LG_FWD_CHUNK;
+    else {
+        r->fwd_mode = LG_FWD_PLAIN;
+        if (!r->up_has_cl || rewrite)
+            r->keepalive = 0; /* close-delimited for an HTTP/1.0 client */
+    }
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", r->status,
+                        r->status_text ? r->status_text : reason_phrase(r->status));
+    size_t cl;
+    const char *connhdr = lg_resp_header(r, "connection", 10, &cl);
+    for (size_t i = 0; i < r->nrhdrs; i++) {
+        const lg_hslice_t *h = &r->rhdrs[i];
+        const char *n = r->rhead + h->noff;
+        if (h->deleted || is_hop_by_hop(n, h->nlen) ||
+            (connhdr && in_connection_list(connhdr, cl, n, h->nlen)))
+            continue;
+        if (h->nlen == 14 && strncasecmp(n, "content-length", 14) == 0 &&
+            (r->fwd_mode == LG_FWD_CHUNK || rewrite))
+            continue;
+        if (mod_touches(rt->resp_hdr, n, h->nlen))
+            continue;
+        evbuffer_add(out, n, h->nlen);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, r->rhead + h->voff, h->vlen);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    for (size_t i = 0; i < r->nrextra; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", r->rextra[i].name, r->rextra[i].value);
+    mod_append(out, rt->resp_hdr);
+    lg_hooks_cors_headers(r, out);
+    if (r->fwd_mode == LG_FWD_CHUNK || (r->fwd_mode == LG_FWD_RAW && r->up_chunked))
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!r->keepalive)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (r->vminor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    r->resp_head_sent = 1;
+}
+
+/* Emits body bytes produced in decoded mode (chunked or plain) into `out`. */
+void lg_req_emit(lg_req_t *r, const char *data, size_t len, struct evbuffer *out)
+{
+    if (len == 0)
+        return;
+    r->resp_bytes += len;
+    if (r->fwd_mode == LG_FWD_CHUNK) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+}
+
+static void response_done(lg_req_t *r, struct evbuffer *out)
+{
+    if (r->fwd_mode == LG_FWD_CHUNK || r->fwd_mode == LG_FWD_PLAIN)
+        lg_hooks_body(r, NULL, 0, 1, out);
+    if (r->fwd_mode == LG_FWD_CHUNK)
+        evbuffer_add(out, "0\r\n\r\n", 5);
+    r->resp_done = 1;
+}
+
+/* Feeds the upstream's input to the response parser and relays what it may. */
+static void relay(lg_req_t *r)
+{
+    lg_conn_t *c = r->conn;
+    struct evbuffer *in = bufferevent_get_input(r->up->bev);
+    struct evbuffer *out = evbuffer_new();
+    r->body_out = out;
+    while (!r->resp_done && evbuffer_get_length(in) > 0) {
+        if (r->rp_state == 0) {
+            struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            if (end.pos < 0) {
+                if (evbuffer_get_length(in) > 65536) {
+                    evbuffer_free(out);
+                    r->body_out = NULL;
+                    req_fail(r, 502, "UpstreamFailure", "upstream response head too large");
+                    return;
+                }
+                break;
+            }
+            size_t hl = (size_t)end.pos + 4;
+            free(r->rhead);
+            r->rhead = lg_xmalloc(hl + 1);
+            evbuffer_remove(in, r->rhead, hl);
+            r->rhead[hl] = '\0';
+            r->rhead_len = hl;
+            r->nrhdrs = 0;
+            http_parser_execute(&r->rp, &resp_settings, r->rhead, hl);
+            enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
+            if ((e != HPE_OK && e != HPE_PAUSED) || r->rp_state == 0) {
+                evbuffer_free(out);
+                r->body_out = NULL;
+                req_fail(r, 502, "UpstreamFailure", "malformed upstream response");
+                return;
+            }
+            if (r->status / 100 == 1) { /* 1xx interim: drop it and parse the next head */
+                http_parser_init(&r->rp, HTTP_RESPONSE);
+                r->rp.data = r;
+                r->rp_state = 0;
+                continue;
+            }
+            r->first_byte_mono = lg_mono_us();
+            if (should_retry_status(r, r->status)) {
+                evbuffer_free(out);
+                r->body_out = NULL;
+                lg_upstream_release(r->up, 0);
+                r->up = NULL;
+                retry_later(r);
+                return;
+            }
+            if (lg_hooks_header_filter(r) != LG_OK) {
+                evbuffer_free(out);
+                r->body_out = NULL;
+                return; /* answered with a 500 */
+            }
+            write_response_head(r, out);
+            if (r->rp_state == 2 || r->fwd_mode == LG_FWD_NONE) {
+                response_done(r, out);
+                break;
+            }
+            continue;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t n = http_parser_execute(&r->rp, &resp_settings, v.iov_base, v.iov_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            send_buffer(c, out);
+            evbuffer_free(out);
+            r->body_out = NULL;
+            req_fail(r, 502, "UpstreamFailure", "malformed upstream response body");
+            return;
+        }
+        if (r->fwd_mode == LG_FWD_RAW) {
+            evbuffer_remove_buffer(in, out, n);
+            r->resp_bytes += n;
+        } else {
+            evbuffer_drain(in, n);
+        }
+        if (r->rp_state == 2)
+            response_done(r, out);
+    }
+    r->body_out = NULL;
+    if (evbuffer_get_length(out) > 0)
+        send_buffer(c, out);
+    evbuffer_free(out);
+    if (r->resp_done) {
+        req_finish(r);
+        return;
+    }
+    /* backpressure: stop reading the upstream while the client lags */
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_HIGH) {
+        bufferevent_disable(r->up->bev, EV_READ);
+        r->paused = 1;
+    }
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    lg_req_t *r = arg;
+    lg_conn_t *c = r->conn;
+    LG_UNUSED(bev);
+    c->busy++;
+    relay(r);
+    conn_release(c);
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    lg_req_t *r = arg;
+    lg_conn_t *c = r->conn;
+    c->busy++;
+    if (what & BEV_EVENT_EOF && r->rp_state >= 1 && !r->resp_done) {
+        /* a close-delimited body ends here */
+        http_parser_execute(&r->rp, &resp_settings, NULL, 0);
+        if (r->rp_state == 2) {
+            r->up_keepalive = 0;
+            struct evbuffer *out = evbuffer_new();
+            response_done(r, out);
+            send_buffer(c, out);
+            evbuffer_free(out);
+            req_finish(r);
+            conn_release(c);
+            return;
+        }
+    }
+    int nothing_yet = r->rp_state == 0 && r->rhead_len == 0 &&
+                      evbuffer_get_length(bufferevent_get_input(bev)) == 0;
+    if (nothing_yet && r->up && r->up->reused && !(what & BEV_EVENT_TIMEOUT) && !r->stale_retry) {
+        /* a pooled connection the server had already closed: try a fresh one */
+        r->stale_retry = 1;
+        lg_upstream_release(r->up, 0);
+        r->up = NULL;
+        r->attempt--;
+        upstream_start(r);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        req_fail(r, 504, "Timeout", "upstream request timed out");
+    } else {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "upstream %s closed the connection%s",
+                 r->backend ? r->backend->name : "", r->rp_state ? " mid-response" : "");
+        if (nothing_yet && r->attempt < r->route->retry_attempts) {
+            lg_upstream_release(r->up, 0);
+            r->up = NULL;
+            retry_later(r);
+        } else {
+            req_fail(r, 502, "UpstreamFailure", msg);
+        }
+    }
+    conn_release(c);
+}
+
+/* ---- Finishing ---- */
+
+static void req_finish(lg_req_t *r)
+{
+    lg_conn_t *c = r->conn;
+    if (r->finished)
+        return;
+    r->finished = 1;
+    if (r->timer)
+        evtimer_del(r->timer);
+    r->end_us = lg_now_us();
+    r->end_mono = lg_mono_us();
+    if (r->up) {
+        int reuse = r->resp_done && r->up_keepalive && !r->client_gone;
+        if (reuse)
+            bufferevent_setcb(r->up->bev, NULL, NULL, NULL, NULL);
+        lg_upstream_release(r->up, reuse);
+        r->up = NULL;
+    }
+    if (r->pending_connect) {
+        /* still connecting: the pending connection will call back into a dead request
+         * unless we cancel it; the pool frees it */
+        r->pending_connect = 0;
+    }
+    lg_hooks_log(r);
+    c->w->nrequests++;
+    c->req = NULL;
+    c->done_req = r;
+    if (r->client_gone || c->closing) {
+        conn_close(c);
+        return;
+    }
+    if (!r->resp_done || !r->keepalive || c->w->draining) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_close(c);
+        else
+            c->close_after_flush = 1;
+        return;
+    }
+    /* keep-alive: idle timeout, and pick up any pipelined request */
+    struct timeval tv = {c->w->conf->idle_timeout_ms / 1000, 0};
+    struct timeval wt = {WRITE_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(c->bev, &tv, &wt);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+}
+
+/* ---- Client connection callbacks ---- */
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    lg_conn_t *c = arg;
+    LG_UNUSED(bev);
+    c->busy++;
+    process_input(c);
+    if (c->req && c->req->body_done && !c->req->dispatched && !c->closing)
+        dispatch(c->req);
+    conn_release(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    lg_conn_t *c = arg;
+    c->busy++;
+    if (c->close_after_flush && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_close(c);
+    else if (c->req && c->req->paused && c->req->up) {
+        c->req->paused = 0;
+        bufferevent_enable(c->req->up->bev, EV_READ);
+        relay(c->req);
+    }
+    conn_release(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    lg_conn_t *c = arg;
+    LG_UNUSED(bev);
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* TLS handshake done */
+    c->busy++;
+    if ((what & BEV_EVENT_TIMEOUT) && c->req && c->req->dispatched) {
+        /* the read timeout covers idle clients only; a request in flight keeps going */
+        bufferevent_enable(bev, EV_READ);
+        conn_release(c);
+        return;
+    }
+    if (c->req && (what & BEV_EVENT_TIMEOUT) && !c->req->dispatched) {
+        /* slow client: it never finished sending its request */
+        c->req->keepalive = 0;
+        c->req->reason = "InvalidRequest";
+        if (!c->req->url)
+            c->req->url = "/", c->req->url_len = 1, c->req->path = "/", c->req->path_len = 1;
+        req_fail(c->req, 408, "InvalidRequest", "request timed out");
+    }
+    conn_close(c);
+    conn_release(c);
+}
+
+void lg_proxy_accept(lg_worker_t *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
+                     int port, struct ssl_ctx_st *ssl)
+{
+    lg_conn_t *c = lg_xcalloc(1, sizeof(*c));
+    LG_UNUSED(salen);
+    c->w = w;
+    c->fd = fd;
+    c->port = port;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(c->src, sizeof(c->src), "%s:%d", ip, ntohs(s4->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        char ip[INET6_ADDRSTRLEN];
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, sizeof(ip));
+            snprintf(c->src, sizeof(c->src), "%s:%d", ip, ntohs(s6->sin6_port));
+        } else {
+            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+            snprintf(c->src, sizeof(c->src), "[%s]:%d", ip, ntohs(s6->sin6_port));
+        }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (ssl) {
+        SSL *s = SSL_new(ssl);
+        c->bev = bufferevent_openssl_socket_new(w->base, fd, s, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        c->tls = 1;
+    } else {
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    conn_link(w, c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 4 * 1024 * 1024);
+    struct timeval tv = {w->conf->header_timeout_ms / 1000, 0};
+    struct timeval wt = {WRITE_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(c->bev, &tv, &wt);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+void lg_proxy_drain(lg_worker_t *w)
+{
+    for (lg_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->req && !c->busy) {
+            c->busy++;
+            conn_close(c);
+            conn_release(c);
+        }
+    }
+    lg_upool_close_idle(w->pool);
+}
+
+void lg_proxy_close_all(lg_worker_t *w)
+{
+    for (lg_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        c->busy++;
+        if (c->req && !c->req->error)
+            c->req->error = lg_xstrdup("gateway shutting down");
+        conn_close(c);
+        conn_release(c);
+    }
+}
+
+__attribute__((constructor)) static void init_settings(void)
+{
+    req_settings.on_url = on_url;
+    req_settings.on_header_field = on_req_field;
+    req_settings.on_header_value = on_req_value;
+    req_settings.on_headers_complete = on_req_headers_complete;
+    req_settings.on_body = on_req_body;
+    req_settings.on_message_complete = on_req_complete;
+    resp_settings.on_header_field = on_resp_field;
+    resp_settings.on_header_value = on_resp_value;
+    resp_settings.on_headers_complete = on_resp_headers_complete;
+    resp_settings.on_body = on_resp_body;
+    resp_settings.on_message_complete = on_resp_complete;
+}
