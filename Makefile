@@ -36,6 +36,7 @@ OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS)) \
             $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(PROTO_C))
 CTESTS   := $(patsubst spec/02-c/%.c,$(BUILD)/tests/%,$(wildcard spec/02-c/test_*.c))
 
+.SECONDARY: $(PROTO_C) $(patsubst %.c,%.h,$(PROTO_C))
 .PHONY: all deps run test test-c test-lua test-integration test-asan bench lint fmt clean
 all: $(BUILD)/lunagate
 
