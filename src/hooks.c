@@ -2,7 +2,16 @@
  * providers and telemetry.
  * SPDX-License-Identifier: MIT */
 #include "hooks.h"
+
+#include <event2/bufferevent.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <openssl/ssl.h>
+
+#include "lapi.h"
+#include "luart.h"
 #include "proxy.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,11 +91,499 @@ void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out)
         evbuffer_add_printf(out, "Access-Control-Expose-Headers: %s\r\n", cors->expose_headers);
 }
 
-/* ---- Plugins, LLM and telemetry (wired as those layers land) ---- */
+
+/* ---- Per-worker Lua runtime ----
+ * One lg_luart_t per worker, rebuilt on every configuration change. Requests hold a
+ * reference to the runtime they started on, so a reload never pulls a state from under a
+ * request in flight. */
+
+typedef struct lg_wrt {
+    lg_luart_t *rt;
+    lg_conf_t *conf;
+    int *chains;        /* per route index: plugin chain id or -1 */
+    char *llm;          /* per route index: 1 when the route has an ai backend */
+    int glue_ref;       /* registry ref of the lunagate.glue module */
+    uint64_t next_id;
+    SSL_CTX *tls;       /* client context for provider hosts (system roots) */
+    int refs;           /* the worker's, plus one per request using it */
+} lg_wrt_t;
+
+typedef struct rlua {
+    lg_luart_t *rt; /* referenced */
+    lg_wrt_t *wrt;
+    lg_luart_req_t lr;
+    int chain;
+    uint64_t id;    /* glue request id, 0 when glue has no state for the request */
+    int llm, rewrite, observe, local;
+    struct event *ev;
+    struct evbuffer *sse;  /* partial SSE event for body_filter plugins */
+    int sse_mode;
+} rlua_t;
+
+static void wrt_free(lg_wrt_t *wrt)
+{
+    if (!wrt || --wrt->refs > 0)
+        return;
+    if (wrt->rt) {
+        lua_State *L = lg_luart_state(wrt->rt);
+        luaL_unref(L, LUA_REGISTRYINDEX, wrt->glue_ref);
+        lg_luart_unref(wrt->rt);
+    }
+    if (wrt->tls)
+        SSL_CTX_free(wrt->tls);
+    free(wrt->chains);
+    free(wrt->llm);
+    lg_conf_unref(wrt->conf);
+    free(wrt);
+}
+
+static void plugin_error_cb(const char *plugin, const char *phase, void *arg)
+{
+    LG_UNUSED(phase);
+    lg_runtime_plugin_error((lg_worker_t *)arg, plugin);
+}
+
+/* Calls glue.<fn> with nargs arguments already pushed after the function slot. */
+static int glue_get(lg_wrt_t *wrt, const char *fn)
+{
+    lua_State *L = lg_luart_state(wrt->rt);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, wrt->glue_ref); /* glue */
+    lua_getfield(L, -1, fn);                           /* glue fn */
+    lua_remove(L, -2);                                 /* fn */
+    return lua_isfunction(L, -1);
+}
+
+static int glue_call(lg_wrt_t *wrt, int nargs, int nres, const char *what)
+{
+    lg_err_t err;
+    if (lg_luart_pcall(wrt->rt, nargs, nres, what, &err) != LG_OK) {
+        lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
+        return LG_ERR;
+    }
+    return LG_OK;
+}
+
+static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
+{
+    lg_luart_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.config_text = conf->text;
+    o.config_len = conf->text_len;
+    o.config_file = conf->filename;
+    o.worker_id = w ? w->id : -1;
+    o.skip_init_worker = w == NULL;
+    o.on_error = plugin_error_cb;
+    o.on_error_arg = w;
+    lg_luart_t *rt = lg_luart_new(&o, err);
+    if (!rt)
+        return NULL;
+    lg_wrt_t *wrt = lg_xcalloc(1, sizeof(*wrt));
+    wrt->refs = 1;
+    wrt->rt = rt;
+    wrt->conf = lg_conf_ref(conf);
+    wrt->next_id = 1;
+    lua_State *L = lg_luart_state(rt);
+    if (w)
+        lg_runtime_bind_worker(L, w);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lunagate.glue");
+    if (lg_luart_pcall(rt, 1, 1, "require lunagate.glue", err) != LG_OK) {
+        wrt->glue_ref = LUA_NOREF;
+        wrt_free(wrt);
+        return NULL;
+    }
+    wrt->glue_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    glue_get(wrt, "init");
+    lg_luart_push_config(rt);
+    if (lg_luart_pcall(rt, 1, 2, "glue.init", err) != LG_OK) {
+        wrt_free(wrt);
+        return NULL;
+    }
+    if (!lua_toboolean(L, -2)) {
+        lg_err_set(err, 0, "%s: %s", conf->filename, lua_tostring(L, -1));
+        lua_pop(L, 2);
+        wrt_free(wrt);
+        return NULL;
+    }
+    lua_pop(L, 2);
+    wrt->chains = lg_xcalloc(conf->nroutes + 1, sizeof(int));
+    wrt->llm = lg_xcalloc(conf->nroutes + 1, 1);
+    for (size_t b = 0; b < conf->nbinds; b++)
+        for (size_t l = 0; l < conf->binds[b].nlisteners; l++)
+            for (size_t k = 0; k < conf->binds[b].listeners[l].nroutes; k++) {
+                lg_route_t *r = &conf->binds[b].listeners[l].routes[k];
+                wrt->chains[r->index] = lg_luart_chain(rt, r->full_key);
+                for (size_t i = 0; i < r->nbackends; i++)
+                    if (r->backends[i].kind == LG_BACKEND_AI)
+                        wrt->llm[r->index] = 1;
+            }
+    wrt->tls = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(wrt->tls, TLS1_2_VERSION);
+    SSL_CTX_set_verify(wrt->tls, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_default_verify_paths(wrt->tls);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(wrt->tls, alpn, sizeof(alpn) - 1);
+    return wrt;
+}
+
+int lg_hooks_check(lg_conf_t *conf, lg_err_t *err)
+{
+    lg_wrt_t *wrt = wrt_new(NULL, conf, err);
+    if (!wrt)
+        return LG_ERR;
+    wrt_free(wrt);
+    return LG_OK;
+}
+
+void lg_proxy_conf_changed(lg_worker_t *w)
+{
+    if (w->wrt && ((lg_wrt_t *)w->wrt)->conf == w->conf)
+        return;
+    lg_err_t err;
+    lg_wrt_t *wrt = wrt_new(w, w->conf, &err);
+    if (!wrt) {
+        lg_log(LG_LOG_ERR, "lua", "worker %d: cannot build the Lua runtime: %s", w->id, err.msg);
+        return;
+    }
+    wrt_free((lg_wrt_t *)w->wrt);
+    w->wrt = (struct lg_wrt *)wrt;
+}
+
+void lg_proxy_worker_free(lg_worker_t *w)
+{
+    wrt_free((lg_wrt_t *)w->wrt);
+    w->wrt = NULL;
+}
+
+/* ---- Per-request state ---- */
+
+static rlua_t *rl_get(lg_req_t *r)
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    if (r->lua)
+        return r->lua;
+    if (!wrt || wrt->conf != r->conf)
+        return NULL; /* a reload is under way and this worker has no runtime for r->conf */
+    rlua_t *rl = lg_xcalloc(1, sizeof(*rl));
+    rl->wrt = wrt;
+    wrt->refs++;
+    rl->rt = lg_luart_ref(wrt->rt);
+    rl->chain = -1;
+    lg_luart_req_init(&rl->lr, r);
+    r->lua = rl;
+    return rl;
+}
+
+static void push_headers(lua_State *L, lg_req_t *r, int response)
+{
+    if (response)
+        lg_lapi_push_headers(L, r->rhead ? r->rhead : "", r->rhdrs, r->nrhdrs, r->rextra,
+                             r->nrextra);
+    else
+        lg_lapi_push_headers(L, r->head, r->hdrs, r->nhdrs, r->extra, r->nextra);
+}
+
+/* ---- Access ---- */
+
+static void respond_exit(lg_req_t *r, lg_luart_exit_t *ex)
+{
+    lg_kv_t *h = lg_xcalloc(ex->nheaders + 1, sizeof(lg_kv_t));
+    const char *ctype = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < ex->nheaders; i++) {
+        if (strcasecmp(ex->headers[2 * i], "content-type") == 0) {
+            ctype = ex->headers[2 * i + 1];
+            continue;
+        }
+        h[n].name = ex->headers[2 * i];
+        h[n].nlen = strlen(h[n].name);
+        h[n].value = ex->headers[2 * i + 1];
+        h[n++].vlen = strlen(ex->headers[2 * i + 1]);
+    }
+    r->reason = "DirectResponse";
+    lg_req_respond(r, ex->status, ctype ? ctype : "text/plain", ex->body ? ex->body : "", ex->len,
+                   h, n);
+    free(h);
+}
+
+static void internal_error(lg_req_t *r, const char *msg)
+{
+    char m[160];
+    snprintf(m, sizeof(m), "%s (request id %016llx)", msg,
+             (unsigned long long)(((uint64_t)r->w->id << 48) ^ r->w->nrequests ^
+                                  (uint64_t)r->start_us));
+    r->reason = "Internal";
+    struct evbuffer *b = evbuffer_new();
+    lg_json_error(b, m, "internal_error");
+    size_t len = evbuffer_get_length(b);
+    lg_req_respond(r, 500, "application/json", (const char *)evbuffer_pullup(b, -1), len, NULL, 0);
+    evbuffer_free(b);
+}
+
+static void local_event_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Sends a local LLM answer (the mock provider, request errors). */
+static void llm_local(lg_req_t *r, rlua_t *rl, lua_State *L, int status, int has_events)
+{
+    /* stack: headers body */
+    lg_kv_t h[16];
+    size_t n = 0;
+    const char *ctype = "application/json";
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0 && n < LG_ARRAY_SIZE(h)) {
+        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        if (k && v) {
+            if (strcasecmp(k, "content-type") == 0) {
+                ctype = v;
+            } else if (strcasecmp(k, "content-length") != 0) {
+                h[n].name = (char *)k;
+                h[n].nlen = strlen(k);
+                h[n].value = (char *)v;
+                h[n++].vlen = strlen(v);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    r->reason = status < 400 ? "Upstream" : "InvalidRequest";
+    r->backend = NULL;
+    if (!has_events) {
+        glue_get(rl->wrt, "llm_local_body");
+        lua_pushinteger(L, (lua_Integer)rl->id);
+        if (glue_call(rl->wrt, 1, 1, "glue.llm_local_body") != LG_OK) {
+            lua_pop(L, 2);
+            internal_error(r, "LLM provider failed");
+            return;
+        }
+        size_t blen;
+        const char *body = lua_tolstring(L, -1, &blen);
+        lg_req_respond(r, status, ctype, body ? body : "", body ? blen : 0, h, n);
+        lua_pop(L, 3);
+        return;
+    }
+    /* streaming: head now, events on timers */
+    lg_kv_t hh[18];
+    memcpy(hh, h, n * sizeof(lg_kv_t));
+    hh[n++] = (lg_kv_t){"Content-Type", 12, (char *)ctype, strlen(ctype)};
+    hh[n++] = (lg_kv_t){"Cache-Control", 13, "no-cache", 8};
+    lg_req_stream_head(r, status, hh, n);
+    lua_pop(L, 2);
+    rl->local = 1;
+    rl->ev = evtimer_new(r->w->base, local_event_cb, r);
+    struct timeval tv = {0, 0};
+    evtimer_add(rl->ev, &tv);
+}
+
+static void local_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    lg_req_t *r = arg;
+    rlua_t *rl = r->lua;
+    LG_UNUSED(fd);
+    LG_UNUSED(what);
+    lua_State *L = lg_luart_state(rl->rt);
+    lg_req_hold(r);
+    for (;;) {
+        glue_get(rl->wrt, "llm_next_event");
+        lua_pushinteger(L, (lua_Integer)rl->id);
+        if (glue_call(rl->wrt, 1, 3, "glue.llm_next_event") != LG_OK) {
+            lg_req_stream_end(r);
+            break;
+        }
+        if (lua_isnil(L, -3)) {
+            lua_pop(L, 3);
+            lg_req_stream_end(r);
+            break;
+        }
+        double delay = lua_tonumber(L, -3);
+        size_t len;
+        const char *chunk = lua_tolstring(L, -2, &len);
+        int last = lua_toboolean(L, -1);
+        if (chunk && len)
+            lg_req_stream_data(r, chunk, len);
+        lua_pop(L, 3);
+        if (last) {
+            lg_req_stream_end(r);
+            break;
+        }
+        /* peek the next delay: schedule instead of looping when it is not zero */
+        if (delay >= 0) {
+            glue_get(rl->wrt, "llm_peek_delay");
+            lua_pushinteger(L, (lua_Integer)rl->id);
+            double next = 0;
+            if (glue_call(rl->wrt, 1, 1, "glue.llm_peek_delay") == LG_OK) {
+                next = lua_tonumber(L, -1);
+                lua_pop(L, 1);
+            }
+            if (next > 0) {
+                struct timeval tv = {(long)(next / 1000), (long)((long)(next * 1000) % 1000000)};
+                evtimer_add(rl->ev, &tv);
+                break;
+            }
+        }
+    }
+    lg_req_release(r);
+}
+
+static int llm_access(lg_req_t *r, rlua_t *rl)
+{
+    lg_wrt_t *wrt = rl->wrt;
+    lua_State *L = lg_luart_state(wrt->rt);
+    const lg_route_t *rt = r->route;
+    int bi = 0;
+    if (rt->nbackends > 1 && rt->total_weight > 0) {
+        int pick = (int)((unsigned)random() % (unsigned)rt->total_weight);
+        for (size_t i = 0; i < rt->nbackends; i++) {
+            if (pick < rt->backends[i].weight) {
+                bi = (int)i;
+                break;
+            }
+            pick -= rt->backends[i].weight;
+        }
+    }
+    rl->id = wrt->next_id++;
+    rl->llm = 1;
+    glue_get(wrt, "llm_request");
+    lua_pushinteger(L, (lua_Integer)rl->id);
+    lua_pushinteger(L, rt->index);
+    lua_pushinteger(L, bi);
+    lua_pushstring(L, r->up_method ? r->up_method : http_method_str(r->method));
+    if (r->up_path) {
+        lua_pushstring(L, r->up_path);
+    } else {
+        luaL_Buffer pb;
+        luaL_buffinit(L, &pb);
+        luaL_addlstring(&pb, r->path, r->path_len);
+        if (r->query) {
+            luaL_addchar(&pb, '?');
+            luaL_addlstring(&pb, r->query, r->query_len);
+        }
+        luaL_pushresult(&pb);
+    }
+    push_headers(L, r, 0);
+    if (r->body && evbuffer_get_length(r->body))
+        lua_pushlstring(L, (const char *)evbuffer_pullup(r->body, -1),
+                        evbuffer_get_length(r->body));
+    else
+        lua_pushnil(L);
+    lua_pushinteger(L, r->start_us);
+    if (glue_call(wrt, 8, 10, "glue.llm_request") != LG_OK) {
+        internal_error(r, "LLM request handling failed");
+        return LG_ERR;
+    }
+    int base = lua_gettop(L) - 9; /* kind */
+    const char *kind = lua_tostring(L, base);
+    if (kind && strcmp(kind, "respond") == 0) {
+        int status = (int)lua_tointeger(L, base + 1);
+        int has_events = lua_toboolean(L, base + 4);
+        lua_settop(L, base + 3); /* kind status headers body */
+        lua_remove(L, base);
+        lua_remove(L, base); /* headers body */
+        llm_local(r, rl, L, status, has_events);
+        lua_settop(L, base - 1);
+        return LG_DECLINED;
+    }
+    /* upstream: host port tls sni method path headers_set headers_remove body */
+    lg_backend_t *b = &r->dyn_backend;
+    free(b->host), free(b->name), free(b->sni);
+    b->kind = LG_BACKEND_HOST;
+    b->host = lg_xstrdup(lua_tostring(L, base + 1) ? lua_tostring(L, base + 1) : "");
+    b->port = (int)lua_tointeger(L, base + 2);
+    b->tls = lua_toboolean(L, base + 3);
+    b->sni = b->tls ? lg_xstrdup(lua_tostring(L, base + 4) ? lua_tostring(L, base + 4) : b->host)
+                    : NULL;
+    b->ssl = b->tls ? wrt->tls : NULL;
+    b->insecure = 0;
+    char name[300];
+    snprintf(name, sizeof(name), "%s:%d", b->host, b->port);
+    b->name = lg_xstrdup(name);
+    b->weight = 1;
+    r->backend = b;
+    const char *m = lua_tostring(L, base + 5);
+    if (m && strcmp(m, http_method_str(r->method)) != 0) {
+        free(r->up_method);
+        r->up_method = lg_xstrdup(m);
+    }
+    const char *p = lua_tostring(L, base + 6);
+    if (p) {
+        free(r->up_path);
+        r->up_path = lg_xstrdup(p);
+    }
+    if (b->tls ? b->port != 443 : b->port != 80) {
+        free(r->up_host);
+        r->up_host = lg_xstrdup(name);
+    } else {
+        free(r->up_host);
+        r->up_host = lg_xstrdup(b->host);
+    }
+    /* headers_remove, then headers_set */
+    if (lua_istable(L, base + 8)) {
+        size_t nrem = lua_rawlen(L, base + 8);
+        for (size_t i = 1; i <= nrem; i++) {
+            lua_rawgeti(L, base + 8, (lua_Integer)i);
+            size_t nl;
+            const char *nm = lua_tolstring(L, -1, &nl);
+            if (nm)
+                lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, nm, nl,
+                                      NULL, 0);
+            lua_pop(L, 1);
+        }
+    }
+    if (lua_istable(L, base + 7)) {
+        lua_pushnil(L);
+        while (lua_next(L, base + 7) != 0) {
+            size_t nl, vl;
+            const char *nm = lua_tolstring(L, -2, &nl);
+            const char *v = lua_tolstring(L, -1, &vl);
+            if (nm && v) {
+                if (nl == 4 && strncasecmp(nm, "host", 4) == 0) {
+                    free(r->up_host);
+                    r->up_host = lg_xstrndup(v, vl);
+                } else {
+                    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, nm,
+                                          nl, v, vl);
+                }
+            }
+            lua_pop(L, 1);
+        }
+    }
+    if (lua_isstring(L, base + 9)) {
+        size_t bl;
+        const char *body = lua_tolstring(L, base + 9, &bl);
+        if (!r->body)
+            r->body = evbuffer_new();
+        evbuffer_drain(r->body, evbuffer_get_length(r->body));
+        evbuffer_add(r->body, body, bl);
+    }
+    lua_settop(L, base - 1);
+    rl->observe = 1;
+    return LG_OK;
+}
 
 int lg_hooks_access(lg_req_t *r)
 {
-    LG_UNUSED(r);
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    if (!wrt || !r->route->needs_lua || wrt->conf != r->conf)
+        return LG_OK;
+    rlua_t *rl = rl_get(r);
+    if (!rl)
+        return LG_OK;
+    rl->chain = wrt->chains[r->route->index];
+    if (rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_ACCESS)) {
+        lg_luart_exit_t ex;
+        int rc = lg_luart_access(rl->rt, rl->chain, &rl->lr, &ex);
+        if (rc == LG_DECLINED) {
+            respond_exit(r, &ex);
+            lg_luart_exit_dispose(&ex);
+            return LG_DECLINED;
+        }
+        if (rc == LG_ERR) {
+            internal_error(r, "plugin failed");
+            return LG_ERR;
+        }
+    }
+    if (rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER))
+        rl->rewrite = 1;
+    if (wrt->llm[r->route->index])
+        return llm_access(r, rl);
     return LG_OK;
 }
 
@@ -95,57 +592,262 @@ void lg_hooks_upstream_connected(lg_req_t *r)
     LG_UNUSED(r);
 }
 
+/* ---- Response ---- */
+
 int lg_hooks_header_filter(lg_req_t *r)
 {
-    LG_UNUSED(r);
+    rlua_t *rl = r->lua;
+    if (!rl)
+        return LG_OK;
+    lua_State *L = lg_luart_state(rl->rt);
+    if (rl->llm && rl->id) {
+        glue_get(rl->wrt, "llm_headers");
+        lua_pushinteger(L, (lua_Integer)rl->id);
+        lua_pushinteger(L, r->status);
+        push_headers(L, r, 1);
+        if (glue_call(rl->wrt, 3, 4, "glue.llm_headers") == LG_OK) {
+            if (lua_istable(L, -3)) {
+                size_t n = lua_rawlen(L, -3);
+                for (size_t i = 1; i <= n; i++) {
+                    lua_rawgeti(L, -3, (lua_Integer)i);
+                    size_t nl;
+                    const char *nm = lua_tolstring(L, -1, &nl);
+                    if (nm)
+                        lg_lapi_header_change(r->rhdrs, r->nrhdrs, r->rhead, &r->rextra,
+                                              &r->nrextra, nm, nl, NULL, 0);
+                    lua_pop(L, 1);
+                }
+            }
+            if (lua_istable(L, -4)) {
+                lua_pushnil(L);
+                while (lua_next(L, -5) != 0) {
+                    size_t nl, vl;
+                    const char *nm = lua_tolstring(L, -2, &nl), *v = lua_tolstring(L, -1, &vl);
+                    if (nm && v)
+                        lg_lapi_header_change(r->rhdrs, r->nrhdrs, r->rhead, &r->rextra,
+                                              &r->nrextra, nm, nl, v, vl);
+                    lua_pop(L, 1);
+                }
+            }
+            if (lua_isinteger(L, -2)) {
+                r->status = (int)lua_tointeger(L, -2);
+                r->status_text = NULL;
+            }
+            if (lua_toboolean(L, -1)) {
+                rl->rewrite = 1;
+                rl->observe = 0;
+            }
+            lua_pop(L, 4);
+        }
+    }
+    if (rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_HEADER_FILTER)) {
+        if (lg_luart_header_filter(rl->rt, rl->chain, &rl->lr) != LG_OK) {
+            if (r->up) {
+                lg_upstream_release(r->up, 0);
+                r->up = NULL;
+            }
+            internal_error(r, "plugin failed");
+            return LG_ERR;
+        }
+    }
+    if (rl->rewrite) {
+        size_t cl;
+        const char *ct = lg_resp_header(r, "content-type", 12, &cl);
+        rl->sse_mode = ct && cl >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0 &&
+                       rl->chain >= 0 &&
+                       lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER);
+    }
     return LG_OK;
 }
 
 int lg_hooks_body_rewrites(lg_req_t *r)
 {
-    LG_UNUSED(r);
-    return 0;
+    rlua_t *rl = r->lua;
+    return rl && rl->rewrite;
+}
+
+int lg_hooks_body_observes(lg_req_t *r)
+{
+    rlua_t *rl = r->lua;
+    return rl && rl->observe && rl->llm;
+}
+
+/* Runs body_filter plugins over `data`, emitting what they return. */
+static void plugins_body(lg_req_t *r, rlua_t *rl, const char *data, size_t len, int eof,
+                         struct evbuffer *out)
+{
+    if (rl->chain < 0 || !lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER)) {
+        lg_req_emit(r, data, len, out);
+        return;
+    }
+    const char *o;
+    size_t olen;
+    if (lg_luart_body_filter(rl->rt, rl->chain, &rl->lr, data, len, eof, &o, &olen) != LG_OK) {
+        r->keepalive = 0;
+        if (!r->error)
+            r->error = lg_xstrdup("plugin failed in body_filter");
+        return;
+    }
+    if (o)
+        lg_req_emit(r, o, olen, out);
+}
+
+/* SSE: body_filter plugins see whole events ("...\n\n"). */
+static void plugins_body_sse(lg_req_t *r, rlua_t *rl, const char *data, size_t len, int eof,
+                             struct evbuffer *out)
+{
+    if (!rl->sse)
+        rl->sse = evbuffer_new();
+    evbuffer_add(rl->sse, data, len);
+    for (;;) {
+        struct evbuffer_ptr p = evbuffer_search(rl->sse, "\n\n", 2, NULL);
+        if (p.pos < 0)
+            break;
+        size_t n = (size_t)p.pos + 2;
+        const char *ev = (const char *)evbuffer_pullup(rl->sse, (ssize_t)n);
+        plugins_body(r, rl, ev, n, 0, out);
+        evbuffer_drain(rl->sse, n);
+    }
+    if (eof) {
+        size_t n = evbuffer_get_length(rl->sse);
+        plugins_body(r, rl, n ? (const char *)evbuffer_pullup(rl->sse, -1) : "", n, 1, out);
+        evbuffer_drain(rl->sse, n);
+    }
 }
 
 void lg_hooks_body(lg_req_t *r, const char *data, size_t len, int eof, struct evbuffer *out)
 {
-    LG_UNUSED(eof);
-    lg_req_emit(r, data, len, out);
+    rlua_t *rl = r->lua;
+    if (!rl || !rl->rewrite) {
+        lg_req_emit(r, data, len, out);
+        return;
+    }
+    const char *d = data;
+    size_t dl = len;
+    lua_State *L = lg_luart_state(rl->rt);
+    int pushed = 0;
+    if (rl->llm && rl->id) {
+        glue_get(rl->wrt, "llm_body");
+        lua_pushinteger(L, (lua_Integer)rl->id);
+        lua_pushlstring(L, data ? data : "", len);
+        lua_pushboolean(L, eof);
+        if (glue_call(rl->wrt, 3, 1, "glue.llm_body") == LG_OK) {
+            d = lua_tolstring(L, -1, &dl);
+            pushed = 1;
+        }
+    }
+    if (rl->sse_mode)
+        plugins_body_sse(r, rl, d ? d : "", d ? dl : 0, eof, out);
+    else if (dl || eof)
+        plugins_body(r, rl, d ? d : "", d ? dl : 0, eof, out);
+    if (pushed)
+        lua_pop(L, 1);
+}
+
+void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof)
+{
+    rlua_t *rl = r->lua;
+    if (!rl || !rl->llm || !rl->id)
+        return;
+    lua_State *L = lg_luart_state(rl->rt);
+    glue_get(rl->wrt, "llm_body");
+    lua_pushinteger(L, (lua_Integer)rl->id);
+    lua_pushlstring(L, data ? data : "", len);
+    lua_pushboolean(L, eof);
+    if (glue_call(rl->wrt, 3, 1, "glue.llm_body") == LG_OK)
+        lua_pop(L, 1);
 }
 
 int lg_hooks_error_body(lg_req_t *r, int status, const char *msg, const char *type,
                         struct evbuffer *out)
 {
-    LG_UNUSED(r);
-    LG_UNUSED(status);
-    LG_UNUSED(msg);
+    rlua_t *rl = r->lua;
     LG_UNUSED(type);
-    LG_UNUSED(out);
-    return 0;
+    if (!rl || !rl->llm || !rl->id)
+        return 0;
+    lua_State *L = lg_luart_state(rl->rt);
+    glue_get(rl->wrt, "llm_error");
+    lua_pushinteger(L, (lua_Integer)rl->id);
+    lua_pushinteger(L, status);
+    lua_pushstring(L, msg);
+    if (glue_call(rl->wrt, 3, 3, "glue.llm_error") != LG_OK)
+        return 0;
+    size_t bl;
+    const char *body = lua_tolstring(L, -1, &bl);
+    int ok = body != NULL;
+    if (ok)
+        evbuffer_add(out, body, bl);
+    lua_pop(L, 3);
+    return ok;
 }
+
+/* ---- Log ---- */
 
 void lg_hooks_log(lg_req_t *r)
 {
-    LG_UNUSED(r);
+    rlua_t *rl = r->lua;
+    if (rl && rl->ev)
+        evtimer_del(rl->ev);
+    lg_runtime_log(r, rl ? (void *)rl : NULL);
+}
+
+/* Called by runtime.c's log path: runs plugins' log phase and glue.log. Pushes nothing;
+ * returns the line in *line (valid until the next call on this worker). */
+int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r, void *arg),
+                      void *arg, int (*consume)(lua_State *L, lg_req_t *r, void *arg))
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    rlua_t *rl = r->lua;
+    if (!wrt)
+        return LG_DECLINED;
+    lg_luart_t *rt = rl ? rl->rt : wrt->rt;
+    lg_wrt_t *gw = rl ? rl->wrt : wrt;
+    if (rl && rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_LOG))
+        lg_luart_log(rl->rt, rl->chain, &rl->lr);
+    lua_State *L = lg_luart_state(rt);
+    int top = lua_gettop(L);
+    glue_get(gw, "log");
+    if (rl && rl->id)
+        lua_pushinteger(L, (lua_Integer)rl->id);
+    else
+        lua_pushnil(L);
+    push_fields(L, r, arg);
+    lg_err_t err;
+    if (lg_luart_pcall(rt, 2, 3, "glue.log", &err) != LG_OK) {
+        lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    consume(L, r, arg);
+    lua_settop(L, top);
+    return LG_OK;
 }
 
 void lg_hooks_req_free(lg_req_t *r)
 {
+    rlua_t *rl = r->lua;
+    if (rl) {
+        if (rl->ev)
+            event_free(rl->ev);
+        if (rl->sse)
+            evbuffer_free(rl->sse);
+        if (rl->id) {
+            lua_State *L = lg_luart_state(rl->rt);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, rl->wrt->glue_ref);
+            lua_getfield(L, -1, "release");
+            lua_pushinteger(L, (lua_Integer)rl->id);
+            lua_pcall(L, 1, 0, 0) == LUA_OK ? (void)0 : lua_pop(L, 1);
+            lua_pop(L, 1);
+        }
+        lg_luart_req_end(rl->rt, &rl->lr);
+        lg_luart_unref(rl->rt);
+        wrt_free(rl->wrt); /* drops this request's reference */
+        free(rl);
+        r->lua = NULL;
+    }
     for (size_t i = 0; i < r->nextra; i++)
         free(r->extra[i].name), free(r->extra[i].value);
     for (size_t i = 0; i < r->nrextra; i++)
         free(r->rextra[i].name), free(r->rextra[i].value);
     free(r->extra), free(r->rextra);
-}
-
-/* ---- Per-worker state ---- */
-
-void lg_proxy_conf_changed(lg_worker_t *w)
-{
-    LG_UNUSED(w);
-}
-
-void lg_proxy_worker_free(lg_worker_t *w)
-{
-    LG_UNUSED(w);
 }

@@ -49,7 +49,9 @@ struct lg_req {
     struct evbuffer *body;
 
     /* changes made before forwarding (plugins, LLM layer) */
-    char *up_path; /* replaces path?query */
+    char *up_path;   /* replaces path?query */
+    char *up_method; /* replaces the method */
+    int status_override;
     char *up_host; /* replaces Host */
     lg_kv_t *extra, *rextra; /* extra request / response headers (owned by hooks) */
     size_t nextra, nrextra;
@@ -68,7 +70,7 @@ struct lg_req {
     const char *status_text;
     int up_keepalive, up_chunked, up_has_cl;
     uint64_t up_cl;
-    int fwd_mode, resp_head_sent, resp_done, paused;
+    int fwd_mode, resp_head_sent, resp_done, paused, observe;
     struct evbuffer *body_out; /* where decoded-mode body bytes go during relay */
     uint64_t resp_bytes;
 
@@ -91,6 +93,14 @@ void lg_req_respond(lg_req_t *r, int status, const char *ctype, const char *body
                     const lg_kv_t *extra, size_t nextra);
 void lg_req_emit(lg_req_t *r, const char *data, size_t len, struct evbuffer *out);
 
+/* lapi_request.c: header tables and changes shared with hooks.c and lapi_response.c */
+struct lua_State;
+void lg_lapi_push_headers(struct lua_State *L, const char *base, lg_hslice_t *hdrs, size_t n,
+                          lg_kv_t *extra, size_t nextra);
+void lg_lapi_header_change(lg_hslice_t *hdrs, size_t n, const char *base, lg_kv_t **extra,
+                           size_t *nextra, const char *name, size_t nlen, const char *value,
+                           size_t vlen);
+
 /* hooks.c */
 int lg_hooks_cors_preflight(lg_req_t *r);          /* 1: answered */
 void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out);
@@ -104,6 +114,21 @@ void lg_hooks_body(lg_req_t *r, const char *data, size_t len, int eof, struct ev
 int lg_hooks_error_body(lg_req_t *r, int status, const char *msg, const char *type,
                         struct evbuffer *out);
 void lg_hooks_log(lg_req_t *r);
+int lg_hooks_body_observes(lg_req_t *r);     /* 1: body is relayed verbatim but inspected */
+void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof);
+/* Builds a worker runtime for `conf` off-line to check plugins and LLM backends. */
+int lg_hooks_check(lg_conf_t *conf, lg_err_t *err);
+struct lua_State;
+int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(struct lua_State *L, lg_req_t *r, void *arg),
+                      void *arg, int (*consume)(struct lua_State *L, lg_req_t *r, void *arg));
+
+/* proxy.c: responses produced piece by piece (local streaming answers) */
+void lg_req_stream_head(lg_req_t *r, int status, const lg_kv_t *hdrs, size_t n);
+void lg_req_stream_data(lg_req_t *r, const char *data, size_t len);
+void lg_req_stream_end(lg_req_t *r);
+/* keep the request's connection alive across a callback that may finish it */
+void lg_req_hold(lg_req_t *r);
+void lg_req_release(lg_req_t *r);
 void lg_hooks_req_free(lg_req_t *r);
 
 #endif

@@ -372,7 +372,7 @@ static void req_free(lg_req_t *r)
         evbuffer_free(r->body);
     free(r->head), free(r->hdrs), free(r->rhead), free(r->rhdrs), free(r->error);
     free(r->dyn_backend.host), free(r->dyn_backend.name), free(r->dyn_backend.sni);
-    free(r->up_path), free(r->up_host);
+    free(r->up_path), free(r->up_host), free(r->up_method);
     lg_conf_unref(r->conf);
     free(r);
 }
@@ -713,7 +713,7 @@ static void append_forwarded(lg_req_t *r, struct evbuffer *out)
 static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
 {
     const lg_route_t *rt = r->route;
-    const char *m = http_method_str(r->method);
+    const char *m = r->up_method ? r->up_method : http_method_str(r->method);
     /* path: Lua may have replaced it; otherwise apply urlRewrite */
     if (r->up_path) {
         evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", m, r->up_path);
@@ -926,8 +926,11 @@ static int on_resp_headers_complete(http_parser *p)
 static int on_resp_body(http_parser *p, const char *at, size_t len)
 {
     lg_req_t *r = p->data;
-    if (r->fwd_mode == LG_FWD_RAW)
+    if (r->fwd_mode == LG_FWD_RAW) {
+        if (r->observe)
+            lg_hooks_observe(r, at, len, 0);
         return 0;
+    }
     lg_hooks_body(r, at, len, 0, r->body_out);
     return 0;
 }
@@ -949,6 +952,7 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
                   r->status / 100 == 1;
     int client11 = r->vmajor == 1 && r->vminor >= 1;
     int rewrite = lg_hooks_body_rewrites(r);
+    r->observe = !rewrite && lg_hooks_body_observes(r);
     if (c->w->draining)
         r->keepalive = 0;
     if (no_body)
@@ -1015,6 +1019,8 @@ static void response_done(lg_req_t *r, struct evbuffer *out)
 {
     if (r->fwd_mode == LG_FWD_CHUNK || r->fwd_mode == LG_FWD_PLAIN)
         lg_hooks_body(r, NULL, 0, 1, out);
+    else if (r->observe)
+        lg_hooks_observe(r, NULL, 0, 1);
     if (r->fwd_mode == LG_FWD_CHUNK)
         evbuffer_add(out, "0\r\n\r\n", 5);
     r->resp_done = 1;
@@ -1170,6 +1176,68 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         }
     }
     conn_release(c);
+}
+
+/* ---- Local streaming answers ---- */
+
+void lg_req_stream_head(lg_req_t *r, int status, const lg_kv_t *hdrs, size_t n)
+{
+    lg_conn_t *c = r->conn;
+    struct evbuffer *out = evbuffer_new();
+    int client11 = r->vmajor == 1 && r->vminor >= 1;
+    r->status = status;
+    r->fwd_mode = client11 ? LG_FWD_CHUNK : LG_FWD_PLAIN;
+    if (!client11 || c->w->draining)
+        r->keepalive = 0;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+    for (size_t i = 0; i < n; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
+    if (r->route && r->route->resp_hdr)
+        mod_append(out, r->route->resp_hdr);
+    lg_hooks_cors_headers(r, out);
+    if (client11)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!r->keepalive)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+    r->resp_head_sent = 1;
+    r->first_byte_mono = lg_mono_us();
+    send_buffer(c, out);
+    evbuffer_free(out);
+}
+
+void lg_req_stream_data(lg_req_t *r, const char *data, size_t len)
+{
+    if (r->finished)
+        return;
+    struct evbuffer *out = evbuffer_new();
+    lg_req_emit(r, data, len, out);
+    send_buffer(r->conn, out);
+    evbuffer_free(out);
+}
+
+void lg_req_stream_end(lg_req_t *r)
+{
+    if (r->finished)
+        return;
+    if (r->fwd_mode == LG_FWD_CHUNK) {
+        struct evbuffer *out = evbuffer_new();
+        evbuffer_add(out, "0\r\n\r\n", 5);
+        send_buffer(r->conn, out);
+        evbuffer_free(out);
+    }
+    r->resp_done = 1;
+    req_finish(r);
+}
+
+void lg_req_hold(lg_req_t *r)
+{
+    r->conn->busy++;
+}
+
+void lg_req_release(lg_req_t *r)
+{
+    conn_release(r->conn);
 }
 
 /* ---- Finishing ---- */

@@ -13,7 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "config.h"
+#include "hooks.h"
+#include "metrics.h"
+#include "otlp.h"
+#include "worker.h"
 
 int luaopen_cjson(lua_State *L);
 
@@ -83,17 +88,174 @@ lua_State *lg_runtime_new_state(lg_err_t *err)
 int lg_runtime_check(lua_State *L, lg_conf_t *c, lg_err_t *err)
 {
     LG_UNUSED(L);
-    LG_UNUSED(c);
-    LG_UNUSED(err);
-    return LG_OK;
+    /* a throw-away worker runtime: plugins, their configs and LLM backends must load */
+    return lg_hooks_check(c, err);
 }
+
+/* ---- Metrics ---- */
+
+static lg_metrics_t *registry;
+static lg_std_metrics_t std_ids;
+static size_t ncustom;
+static int nshards;
+
+static char *cfg_string(lua_State *L, int idx, const char *a, const char *b, const char *dflt)
+{
+    char *out = NULL;
+    lua_getfield(L, idx, a);
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, b);
+        if (lua_isstring(L, -1))
+            out = lg_xstrdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return out ? out : (dflt ? lg_xstrdup(dflt) : NULL);
+}
+
+static int start_metrics(lua_State *L, int cfg, int nworkers, lg_err_t *err)
+{
+    char *prefix = cfg_string(L, cfg, "metrics", "prefix", "agentgateway_");
+    registry = lg_metrics_new(prefix, nworkers, 0, err);
+    free(prefix);
+    if (!registry)
+        return LG_ERR;
+    nshards = nworkers;
+    const char *custom[32];
+    ncustom = 0;
+    lua_getfield(L, cfg, "metrics");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "fields");
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "add");
+            if (lua_istable(L, -1)) {
+                /* ordered as written: the normaliser keeps {name, value} pairs or a map */
+                size_t n = lua_rawlen(L, -1);
+                if (n > 0) {
+                    for (size_t i = 1; i <= n && ncustom < 32; i++) {
+                        lua_rawgeti(L, -1, (lua_Integer)i);
+                        lua_rawgeti(L, -1, 1);
+                        if (lua_isstring(L, -1))
+                            custom[ncustom++] = lua_tostring(L, -1);
+                        lua_pop(L, 2);
+                    }
+                } else {
+                    lua_pushnil(L);
+                    while (lua_next(L, -2) != 0 && ncustom < 32) {
+                        if (lua_type(L, -2) == LUA_TSTRING)
+                            custom[ncustom++] = lua_tostring(L, -2);
+                        lua_pop(L, 1);
+                    }
+                }
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    int rc = lg_metrics_register_standard(registry, &std_ids, custom, ncustom, err);
+    if (rc == LG_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "remove");
+        if (lua_istable(L, -1)) {
+            size_t n = lua_rawlen(L, -1);
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, -1, (lua_Integer)i);
+                if (lua_isstring(L, -1) && lg_metrics_remove(registry, lua_tostring(L, -1)) != LG_OK)
+                    lg_log(LG_LOG_WARN, "metrics", "config.metrics.remove: no metric named '%s'",
+                           lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1); /* metrics */
+    return rc;
+}
+
+lg_metrics_t *lg_runtime_registry(void)
+{
+    return registry;
+}
+
+void lg_runtime_plugin_error(lg_worker_t *w, const char *plugin)
+{
+    if (!registry)
+        return;
+    const char *v[1] = {plugin};
+    lg_metrics_add(lg_metrics_shard(registry, w ? w->id : LG_METRICS_MAIN), std_ids.lua_plugin_errors,
+                   v, 1);
+}
+
+void lg_runtime_reload_outcome(int ok)
+{
+    if (!registry)
+        return;
+    const char *v[1] = {ok ? "success" : "failure"};
+    lg_metrics_add(lg_metrics_shard(registry, LG_METRICS_MAIN), std_ids.config_reloads, v, 1);
+}
+
+const char *lg_runtime_metrics(const char *accept, struct evbuffer *out)
+{
+    const char *ct = "text/plain; version=0.0.4; charset=utf-8";
+    if (!registry)
+        return ct;
+    int om = lg_metrics_negotiate(accept, &ct);
+    lg_metrics_shard_t *main = lg_metrics_shard(registry, LG_METRICS_MAIN);
+    /* counters owned by other modules, brought up to date at scrape time */
+    static uint64_t seen_logs, seen_spans;
+    uint64_t d = lg_accesslog_dropped();
+    if (d > seen_logs) {
+        lg_metrics_add(main, std_ids.log_lines_dropped, NULL, (double)(d - seen_logs));
+        seen_logs = d;
+    }
+    uint64_t sd = lg_otlp_dropped();
+    if (sd > seen_spans) {
+        lg_metrics_add(main, std_ids.spans_dropped, NULL, (double)(sd - seen_spans));
+        seen_spans = sd;
+    }
+    lg_metrics_render(registry, om, out);
+    return ct;
+}
+
+/* ---- Start and stop ---- */
 
 int lg_runtime_start(lua_State *L, lg_conf_t *c, int nworkers, lg_err_t *err)
 {
-    LG_UNUSED(L);
-    LG_UNUSED(c);
-    LG_UNUSED(nworkers);
-    LG_UNUSED(err);
+    int top = lua_gettop(L);
+    if (lg_config_load(L, c->text, c->text_len, c->filename, err) != LG_OK)
+        return LG_ERR;
+    int cfgt = lua_gettop(L);
+    lua_getfield(L, cfgt, "config");
+    int conf = lua_gettop(L);
+    if (!lua_istable(L, conf)) {
+        lua_newtable(L);
+        lua_replace(L, conf);
+    }
+    /* log writer first, so everything after goes through it */
+    lg_accesslog_opts_t lo;
+    memset(&lo, 0, sizeof(lo));
+    char *fmt = cfg_string(L, conf, "logging", "format", "text");
+    const char *env = getenv("LOG_FORMAT");
+    lo.json = strcmp(env && *env ? env : fmt, "json") == 0;
+    free(fmt);
+    char *level = cfg_string(L, conf, "logging", "level", NULL);
+    if (level) {
+        if (strncmp(level, "debug", 5) == 0 || strncmp(level, "trace", 5) == 0)
+            lg_log_level = LG_LOG_DEBUG;
+        else if (strncmp(level, "warn", 4) == 0)
+            lg_log_level = LG_LOG_WARN;
+        else if (strncmp(level, "error", 5) == 0)
+            lg_log_level = LG_LOG_ERR;
+        free(level);
+    }
+    if (lg_accesslog_start(&lo, err) != LG_OK) {
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    if (start_metrics(L, conf, nworkers, err) != LG_OK) {
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    lua_settop(L, top);
     return LG_OK;
 }
 
@@ -103,21 +265,217 @@ void lg_runtime_conf_changed(struct event_base *base, lg_conf_t *c)
     LG_UNUSED(c);
 }
 
-void lg_runtime_reload_outcome(int ok)
-{
-    LG_UNUSED(ok);
-}
-
-const char *lg_runtime_metrics(const char *accept, struct evbuffer *out)
-{
-    LG_UNUSED(accept);
-    evbuffer_add_printf(out, "# HELP agentgateway_build_info Build information.\n"
-                             "# TYPE agentgateway_build_info gauge\n"
-                             "agentgateway_build_info{tag=\"%s\"} 1\n",
-                        LG_VERSION);
-    return "text/plain; version=0.0.4; charset=utf-8";
-}
-
 void lg_runtime_stop(void)
 {
+    lg_otlp_stop(2000);
+    lg_accesslog_stop();
+    lg_metrics_free(registry);
+    registry = NULL;
+}
+
+/* ---- Per worker ---- */
+
+void lg_runtime_bind_worker(lua_State *L, lg_worker_t *w)
+{
+    LG_UNUSED(L);
+    LG_UNUSED(w);
+}
+
+/* ---- The log phase of one request ---- */
+
+typedef struct logctx {
+    int recorded;
+    lg_worker_t *w;
+    const char *labels[LG_METRICS_HTTP_NLABELS + 32];
+    char status[8];
+} logctx_t;
+
+static void setstr(lua_State *L, const char *k, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+static void setint(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_fields(lua_State *L, lg_req_t *r, void *arg)
+{
+    LG_UNUSED(arg);
+    lua_createtable(L, 0, 28);
+    setint(L, "start_us", r->start_us);
+    setint(L, "end_us", r->end_us);
+    setint(L, "duration_ms", (r->end_mono - r->start_mono) / 1000);
+    setint(L, "duration_us", r->end_mono - r->start_mono);
+    if (r->bind)
+        setstr(L, "bind", r->bind->key);
+    setstr(L, "gateway", "default/default");
+    if (r->listener)
+        setstr(L, "listener", r->listener->name);
+    if (r->route)
+        setstr(L, "route", r->route->key);
+    if (r->backend) {
+        setstr(L, "backend", r->backend->name);
+        setstr(L, "endpoint", r->backend->name);
+    }
+    setstr(L, "src_addr", r->src);
+    setstr(L, "method", r->up_method ? r->up_method : http_method_str(r->method));
+    if (r->host)
+        lua_pushlstring(L, r->host, r->host_len), lua_setfield(L, -2, "host");
+    if (r->path) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addlstring(&b, r->path, r->path_len);
+        if (r->query) {
+            luaL_addchar(&b, '?');
+            luaL_addlstring(&b, r->query, r->query_len);
+        }
+        luaL_pushresult(&b);
+        lua_setfield(L, -2, "path");
+    }
+    setstr(L, "version", r->vminor == 0 ? "HTTP/1.0" : "HTTP/1.1");
+    if (r->status)
+        setint(L, "status", r->status);
+    setstr(L, "reason", r->reason);
+    if (r->error)
+        setstr(L, "error", r->error);
+    else if (r->client_gone && !r->resp_done)
+        setstr(L, "error", "client disconnected");
+    if (r->retry_count)
+        setint(L, "retry_attempt", r->retry_count);
+    setint(L, "response_bytes", (lua_Integer)r->resp_bytes);
+    setint(L, "request_bytes", r->body ? (lua_Integer)evbuffer_get_length(r->body) : 0);
+    if (r->first_byte_mono)
+        setint(L, "first_byte_us", r->start_us + (r->first_byte_mono - r->start_mono));
+    lua_pushliteral(L, "http");
+    lua_setfield(L, -2, "protocol");
+    if (r->traceparent[0])
+        setstr(L, "traceparent", r->traceparent);
+}
+
+typedef struct consumed {
+    logctx_t *lc;
+} consumed_t;
+
+static double numfield(lua_State *L, int t, const char *k, int *ok)
+{
+    lua_getfield(L, t, k);
+    *ok = lua_isnumber(L, -1);
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void record_http(lg_req_t *r, logctx_t *lc)
+{
+    if (!registry || lc->recorded)
+        return;
+    lc->recorded = 1;
+    lg_metrics_shard_t *sh = lg_metrics_shard(registry, r->w->id);
+    lg_metrics_labels_t l;
+    lg_metrics_labels_init(&l, lc->labels, LG_METRICS_HTTP_NLABELS + ncustom);
+    lg_metrics_add_labels(sh, std_ids.requests, &l, 1);
+    lg_metrics_observe_labels(sh, std_ids.request_duration, &l,
+                              (double)(r->end_mono - r->start_mono) / 1e6);
+    lg_metrics_add_labels(sh, std_ids.response_bytes, &l, (double)r->resp_bytes);
+    lg_metrics_labels_dispose(&l);
+    if (r->connect_us > 0) {
+        const char *t[1] = {r->backend && r->backend->tls ? "tls" : "tcp"};
+        lg_metrics_observe(sh, std_ids.upstream_connect_duration, t, (double)r->connect_us / 1e6);
+    }
+}
+
+/* After glue.log: stack has line, genai, custom. */
+static int consume(lua_State *L, lg_req_t *r, void *arg)
+{
+    logctx_t *lc = arg;
+    int base = lua_gettop(L) - 2;
+    size_t len;
+    const char *line = lua_tolstring(L, base, &len);
+    if (line)
+        lg_accesslog_write(line, len);
+    /* custom label values */
+    if (lua_istable(L, base + 2))
+        for (size_t i = 0; i < ncustom; i++) {
+            lua_rawgeti(L, base + 2, (lua_Integer)i + 1);
+            lc->labels[LG_METRICS_HTTP_NLABELS + i] = lua_tostring(L, -1); /* kept on stack */
+        }
+    if (lua_istable(L, base + 1))
+        lc->labels[1] = "llm";
+    record_http(r, lc); /* while the custom label strings are still on the stack */
+    if (!registry || !lua_istable(L, base + 1))
+        return LG_OK;
+    /* GenAI: operation, system, request model, response model, route ids, custom */
+    int g = base + 1;
+    lg_metrics_shard_t *sh = lg_metrics_shard(registry, r->w->id);
+    const char *gl[LG_METRICS_TOKEN_NLABELS + 32];
+    lua_getfield(L, g, "operation");
+    lua_getfield(L, g, "provider");
+    lua_getfield(L, g, "request_model");
+    lua_getfield(L, g, "response_model");
+    gl[1] = lua_tostring(L, -4);
+    gl[2] = lua_tostring(L, -3);
+    gl[3] = lua_tostring(L, -2);
+    gl[4] = lua_tostring(L, -1);
+    if (gl[1] == NULL)
+        gl[1] = "chat";
+    for (int i = 0; i < 5; i++) /* bind gateway listener route route_rule */
+        gl[5 + i] = lc->labels[5 + i];
+    for (size_t i = 0; i < ncustom; i++)
+        gl[LG_METRICS_TOKEN_NLABELS + i] = lc->labels[LG_METRICS_HTTP_NLABELS + i];
+    static const struct { const char *field, *type; } tokens[] = {
+        {"input_tokens", "input"},
+        {"output_tokens", "output"},
+        {"cached_input_tokens", "input_cache_read"},
+        {"cache_creation_input_tokens", "input_cache_write"},
+    };
+    int ok;
+    for (size_t i = 0; i < LG_ARRAY_SIZE(tokens); i++) {
+        double v = numfield(L, g, tokens[i].field, &ok);
+        if (ok) {
+            gl[0] = tokens[i].type;
+            lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, v);
+        }
+    }
+    const char **gn = gl + 1; /* the other GenAI families have no token type */
+    double dur = (double)(r->end_mono - r->start_mono) / 1e6;
+    lg_metrics_observe(sh, std_ids.gen_ai_request_duration, gn, dur);
+    double v = numfield(L, g, "ttft", &ok);
+    if (ok)
+        lg_metrics_observe(sh, std_ids.gen_ai_ttft, gn, v);
+    v = numfield(L, g, "tpot", &ok);
+    if (ok)
+        lg_metrics_observe(sh, std_ids.gen_ai_tpot, gn, v);
+    lua_pop(L, 4);
+    return LG_OK;
+}
+
+void lg_runtime_log(lg_req_t *r, void *rl)
+{
+    logctx_t lc;
+    LG_UNUSED(rl);
+    lc.w = r->w;
+    snprintf(lc.status, sizeof(lc.status), "%d", r->status);
+    lc.labels[0] = r->backend ? r->backend->name : NULL;
+    lc.labels[1] = "http";
+    lc.labels[2] = r->up_method ? r->up_method : http_method_str(r->method);
+    lc.labels[3] = lc.status;
+    lc.labels[4] = r->reason;
+    lc.labels[5] = r->bind ? r->bind->key : NULL;
+    lc.labels[6] = "default/default";
+    lc.labels[7] = r->listener ? r->listener->name : NULL;
+    lc.labels[8] = r->route ? r->route->key : NULL;
+    lc.labels[9] = NULL;
+    for (size_t i = 0; i < ncustom; i++)
+        lc.labels[LG_METRICS_HTTP_NLABELS + i] = NULL;
+    lc.recorded = 0;
+    lg_hooks_glue_log(r, push_fields, &lc, consume);
+    for (size_t i = 0; i < ncustom; i++)
+        lc.labels[LG_METRICS_HTTP_NLABELS + i] = NULL;
+    record_http(r, &lc); /* when glue.log did not run */
 }

@@ -35,4 +35,15 @@ void lg_runtime_reload_outcome(int ok);
 const char *lg_runtime_metrics(const char *accept, struct evbuffer *out);
 void lg_runtime_stop(void);
 
+struct lg_worker;
+struct lg_req;
+struct lg_metrics;
+/* Per worker: binds worker-specific Lua namespaces to its state. */
+void lg_runtime_bind_worker(lua_State *L, struct lg_worker *w);
+/* A plugin failed on worker w (NULL: main thread). */
+void lg_runtime_plugin_error(struct lg_worker *w, const char *plugin);
+/* The log phase of a request: access log, metrics, spans. `rl` is hooks.c's state. */
+void lg_runtime_log(struct lg_req *r, void *rl);
+struct lg_metrics *lg_runtime_registry(void);
+
 #endif

@@ -1,0 +1,189 @@
+-- lunagate.glue -- what the C core asks a worker's Lua state: the LLM backend of each route
+-- and the log phase (access-log line, GenAI metrics, span attributes).
+--
+-- Every function is called by src/hooks.c through lg_luart_pcall (traceback, budget). Per
+-- request state lives in `reqs[id]`, keyed by an integer the C side allocates, so C never
+-- has to hold Lua tables; M.release(id) drops it.
+local llm = require "lunagate.llm"
+
+local M = {}
+
+local routes = {}      -- [route index + 1] = { route, listener, bind, backends = { [i] = backend|false } }
+local reqs = {}        -- [id] = { ctx = llm ctx, rec = record, events = {...}, ev = next event }
+local telemetry        -- lunagate.telemetry instance (access log, metrics, spans), if configured
+
+local function now_us()
+    local ok, lg = pcall(require, "lunagate")
+    if ok and lg.time and lg.time.now_us then
+        now_us = lg.time.now_us
+        return now_us()
+    end
+    return math.floor(os.time() * 1000000)
+end
+
+local function merge(a, b)
+    local out = {}
+    for k, v in pairs(a or {}) do out[k] = v end
+    for k, v in pairs(b or {}) do out[k] = v end
+    return out
+end
+
+-- init(cfg) -> true | nil, err: builds the LLM backends of every route, in the order the C
+-- core numbers routes (binds, listeners, routes as written).
+function M.init(cfg)
+    routes, reqs = {}, {}
+    local capture = { prompt = false, completion = false }
+    local ok, tel = pcall(require, "lunagate.telemetry")
+    if ok and type(tel) == "table" and tel.new then
+        local t, err = tel.new(cfg)
+        if not t then return nil, err end
+        telemetry = t
+        capture = t.capture or capture
+    else
+        telemetry = nil
+    end
+    local idx = 0
+    for bi, b in ipairs(cfg.binds or {}) do
+        for li, l in ipairs(b.listeners or {}) do
+            for ri, r in ipairs(l.routes or {}) do
+                idx = idx + 1
+                local entry = { route = r, listener = l, bind = b, backends = {} }
+                for i, be in ipairs(r.backends or {}) do
+                    if be.kind == "ai" then
+                        local pol = merge(r.policies, be.policies)
+                        local backend, err = llm.new_backend(be.ai, pol, { clock = now_us, capture = capture })
+                        if not backend then
+                            return nil, string.format("binds[%d].listeners[%d].routes[%d].backends[%d].%s",
+                                bi - 1, li - 1, ri - 1, i - 1, err)
+                        end
+                        entry.backends[i] = backend
+                    else
+                        entry.backends[i] = false
+                    end
+                end
+                routes[idx] = entry
+            end
+        end
+    end
+    return true
+end
+
+-- llm_request(id, route_index, backend_index, method, path, headers, body, start_us)
+--   -> "upstream", host, port, tls, sni, method, path, headers_set, headers_remove, body
+--    | "respond", status, headers, body | nil, has_events
+function M.llm_request(id, ri, bi, method, path, headers, body, start_us)
+    local entry = routes[ri + 1]
+    local backend = entry and entry.backends[bi + 1]
+    if not backend then
+        return "respond", 500, { ["content-type"] = "application/json" },
+            '{"error":{"message":"no LLM backend for this route","type":"internal_error"}}', false
+    end
+    local rec = { start_us = start_us }
+    local ctx = backend:on_request(rec, { method = method, path = path, headers = headers, body = body })
+    local st = { ctx = ctx, backend = backend, rec = rec }
+    reqs[id] = st
+    local up = ctx.upstream
+    if up then
+        return "upstream", up.host, up.port, up.tls and true or false, up.sni, up.method or method,
+            up.path, up.headers_set or {}, up.headers_remove or {}, up.body
+    end
+    local resp = ctx.respond
+    st["local"] = resp
+    return "respond", resp.status or 200, resp.headers or {}, resp.body, resp.events ~= nil
+end
+
+-- llm_headers(id, status, headers) -> headers_set | nil, headers_remove | nil, status | nil, rewrites
+function M.llm_headers(id, status, headers)
+    local st = reqs[id]
+    if not st then return nil end
+    local set, remove, status2 = st.backend:on_response_headers(st.ctx, status, headers)
+    return set, remove, status2, st.ctx.translate and true or false
+end
+
+-- llm_body(id, chunk, eof) -> bytes to send now
+function M.llm_body(id, chunk, eof)
+    local st = reqs[id]
+    if not st then return chunk end
+    return st.backend:on_body(st.ctx, chunk or "", eof)
+end
+
+-- llm_local_body(id) -> bytes of a local (non-streaming) answer, fed through the same parser
+function M.llm_local_body(id)
+    local st = reqs[id]
+    local resp = st and st["local"]
+    if not resp then return "" end
+    st.backend:on_response_headers(st.ctx, resp.status or 200, resp.headers or {})
+    return st.backend:on_body(st.ctx, resp.body or "", true)
+end
+
+-- llm_next_event(id) -> delay_ms, bytes, last | nil  (local streaming answers)
+function M.llm_next_event(id)
+    local st = reqs[id]
+    local resp = st and st["local"]
+    if not resp or not resp.events then return nil end
+    if not st.ev then
+        st.ev = 0
+        st.backend:on_response_headers(st.ctx, resp.status or 200, resp.headers or {})
+    end
+    st.ev = st.ev + 1
+    local e = resp.events[st.ev]
+    if not e then return nil end
+    local last = st.ev == #resp.events
+    return e.delay_ms or 0, st.backend:on_body(st.ctx, e.chunk or "", last), last
+end
+
+-- llm_peek_delay(id) -> delay in ms before the next local event (0 when none)
+function M.llm_peek_delay(id)
+    local st = reqs[id]
+    local resp = st and st["local"]
+    local e = resp and resp.events and resp.events[(st.ev or 0) + 1]
+    return e and e.delay_ms or 0
+end
+
+-- llm_error(id, status, message) -> status, headers, body (in the client's API shape)
+function M.llm_error(id, status, message)
+    local st = reqs[id]
+    if not st then return nil end
+    return st.backend:on_error(st.ctx, status, message)
+end
+
+-- log(id, c) -> access-log line | nil, spans...: c holds what the C core knows of the request.
+function M.log(id, c)
+    local st = id and reqs[id]
+    local rec = st and st.rec or {}
+    for k, v in pairs(c) do
+        if rec[k] == nil then rec[k] = v end
+    end
+    if st then
+        pcall(st.backend.on_complete, st.backend, st.ctx, rec.end_us)
+    end
+    if rec.llm then
+        rec.protocol = "llm"
+    end
+    if telemetry then
+        return telemetry:log(rec)
+    end
+    return nil, rec.llm
+end
+
+-- record(id) -> the request record (for plugins' log phase), or nil
+function M.record(id)
+    local st = reqs[id]
+    return st and st.rec
+end
+
+function M.release(id)
+    reqs[id] = nil
+end
+
+-- is_llm(route_index) -> true when the route has an `ai:` backend
+function M.is_llm(ri)
+    local entry = routes[ri + 1]
+    if not entry then return false end
+    for _, b in pairs(entry.backends) do
+        if b then return true end
+    end
+    return false
+end
+
+return M
