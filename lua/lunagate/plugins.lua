@@ -18,7 +18,7 @@ M.PHASES = { "init_worker", "access", "header_filter", "body_filter", "log" }
 
 -- Other function fields a plugin may carry (provider hooks); names starting with "_" are
 -- free for helpers. Any other function-valued field is taken for a misspelt phase.
-M.HOOKS = { parse_request = true, parse_response = true, parse_event = true }
+M.HOOKS = { parse_request = true, parse_response = true, parse_event = true, format = true }
 
 local PHASE_SET = {}
 for _, p in ipairs(M.PHASES) do

@@ -6,6 +6,8 @@ local fake = require "helpers.fake_lunagate"
 
 -- Highest priority first.
 local PINNED = {
+    "json",
+    "text",
 }
 
 local function bundled_plugins()
