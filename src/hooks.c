@@ -12,6 +12,7 @@
 #include "luart.h"
 #include "proxy.h"
 #include "runtime.h"
+#include "trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,8 @@ typedef struct lg_wrt {
     uint64_t next_id;
     SSL_CTX *tls;       /* client context for provider hosts (system roots) */
     int refs;           /* the worker's, plus one per request using it */
+    int tracing;        /* config.tracing is set */
+    double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
 } lg_wrt_t;
 
 typedef struct rlua {
@@ -206,6 +209,15 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         return NULL;
     }
     lua_pop(L, 2);
+    /* sampling: glue.sampling() -> enabled, random probability (or -1 for CEL), client */
+    if (!glue_get(wrt, "sampling")) {
+        lua_pop(L, 1);
+    } else if (lg_luart_pcall(rt, 0, 3, "glue.sampling", err) == LG_OK) {
+        wrt->tracing = lua_toboolean(L, -3);
+        wrt->random_p = lua_isnumber(L, -2) ? lua_tonumber(L, -2) : 0;
+        wrt->client_p = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1;
+        lua_pop(L, 3);
+    }
     wrt->chains = lg_xcalloc(conf->nroutes + 1, sizeof(int));
     wrt->llm = lg_xcalloc(conf->nroutes + 1, 1);
     for (size_t b = 0; b < conf->nbinds; b++)
@@ -587,6 +599,57 @@ int lg_hooks_access(lg_req_t *r)
     return LG_OK;
 }
 
+/* ---- Tracing ---- */
+
+void lg_hooks_trace_start(lg_req_t *r)
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    if (!wrt || !wrt->tracing || wrt->conf != r->conf)
+        return;
+    lg_traceparent_t tp, *parent = NULL;
+    size_t tl;
+    const char *hdr = lg_req_header(r, "traceparent", 11, &tl);
+    if (hdr && lg_traceparent_parse(hdr, tl, &tp) == LG_OK) {
+        parent = &tp;
+        r->has_parent = 1;
+    }
+    double random_p = wrt->random_p;
+    if (random_p < 0) {
+        /* randomSampling is a CEL expression: evaluated on what is known at this point */
+        lua_State *L = lg_luart_state(wrt->rt);
+        random_p = 0;
+        if (!glue_get(wrt, "sample")) {
+            lua_pop(L, 1);
+        } else {
+            lua_pushstring(L, http_method_str(r->method));
+            lua_pushlstring(L, r->path, r->path_len);
+            push_headers(L, r, 0);
+            if (glue_call(wrt, 3, 1, "glue.sample") == LG_OK) {
+                random_p = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : lua_toboolean(L, -1);
+                lua_pop(L, 1);
+            }
+        }
+    }
+    int sampled = lg_trace_sample(parent, wrt->client_p, random_p);
+    if (!sampled)
+        return; /* an incoming traceparent passes through untouched */
+    r->traced = 1;
+    if (parent) {
+        memcpy(r->trace_id, tp.trace_id, 16);
+        memcpy(r->parent_id, tp.span_id, 8);
+    } else {
+        lg_trace_id_new(r->trace_id);
+    }
+    r->trace_flags = LG_TRACE_FLAG_SAMPLED;
+    lg_span_id_new(r->span_id);
+    lg_span_id_new(r->client_span_id);
+    lg_traceparent_t out;
+    memcpy(out.trace_id, r->trace_id, 16);
+    memcpy(out.span_id, r->client_span_id, 8);
+    out.flags = LG_TRACE_FLAG_SAMPLED;
+    lg_traceparent_format(&out, r->traceparent);
+}
+
 void lg_hooks_upstream_connected(lg_req_t *r)
 {
     LG_UNUSED(r);
@@ -813,7 +876,7 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
         lua_pushnil(L);
     push_fields(L, r, arg);
     lg_err_t err;
-    if (lg_luart_pcall(rt, 2, 3, "glue.log", &err) != LG_OK) {
+    if (lg_luart_pcall(rt, 2, 4, "glue.log", &err) != LG_OK) {
         lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
         lua_settop(L, top);
         return LG_ERR;

@@ -55,7 +55,12 @@ struct lg_req {
     char *up_host; /* replaces Host */
     lg_kv_t *extra, *rextra; /* extra request / response headers (owned by hooks) */
     size_t nextra, nrextra;
-    char traceparent[64];
+    char traceparent[64]; /* written to the upstream when sampled */
+    /* tracing */
+    int traced;          /* a SERVER span will be exported */
+    int has_parent;      /* the client sent a valid traceparent */
+    uint8_t trace_id[16], span_id[8], parent_id[8], client_span_id[8];
+    uint8_t trace_flags;
 
     /* upstream */
     lg_upconn_t *up;
@@ -105,6 +110,7 @@ void lg_lapi_header_change(lg_hslice_t *hdrs, size_t n, const char *base, lg_kv_
 int lg_hooks_cors_preflight(lg_req_t *r);          /* 1: answered */
 void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out);
 int lg_hooks_access(lg_req_t *r);                  /* LG_OK: continue; else answered */
+void lg_hooks_trace_start(lg_req_t *r);            /* sampling decision, ids, traceparent */
 void lg_hooks_upstream_connected(lg_req_t *r);
 int lg_hooks_header_filter(lg_req_t *r);           /* LG_OK, or answered with an error */
 int lg_hooks_body_rewrites(lg_req_t *r);           /* 1: body passes through hooks */

@@ -165,7 +165,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 
 static int op_ready(void *arg)
 {
-    return ((app_t *)arg)->ready;
+    app_t *app = arg;
+    return app->ready && lg_workers_running(app->workers, app->nworkers);
 }
 
 static void op_dump(void *arg, struct evbuffer *out)

@@ -618,6 +618,7 @@ static void dispatch(lg_req_t *r)
     }
     if (matched && matched->path_kind == LG_MATCH_PREFIX)
         r->matched_prefix_len = matched->path_len;
+    lg_hooks_trace_start(r);
     if (lg_hooks_cors_preflight(r))
         return;
     if (r->route->request_timeout_ms > 0)
@@ -1388,7 +1389,9 @@ void lg_proxy_drain(lg_worker_t *w)
 {
     for (lg_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->req && !c->busy) {
+        /* a connection still flushing its last response closes itself once written */
+        if (!c->req && !c->busy && !c->close_after_flush &&
+            evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             c->busy++;
             conn_close(c);
             conn_release(c);

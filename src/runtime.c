@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include "hooks.h"
 #include "metrics.h"
 #include "otlp.h"
+#include "trace.h"
 #include "worker.h"
 
 int luaopen_cjson(lua_State *L);
@@ -216,6 +218,97 @@ const char *lg_runtime_metrics(const char *accept, struct evbuffer *out)
     return ct;
 }
 
+/* ---- Tracing ---- */
+
+/* Starts the span exporter when config.tracing (or frontendPolicies.tracing) is set. The
+ * exporter is process-wide and, as in agentgateway, configured once at start. */
+static int start_tracing(lua_State *L, int conf, int cfgt, lg_err_t *err)
+{
+    int top = lua_gettop(L);
+    lua_getfield(L, conf, "tracing");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_getfield(L, cfgt, "frontendPolicies");
+        if (lua_istable(L, -1))
+            lua_getfield(L, -1, "tracing");
+        else
+            lua_pushnil(L);
+        if (!lua_istable(L, -1)) {
+            lua_settop(L, top);
+            return LG_OK;
+        }
+    }
+    int t = lua_gettop(L);
+    lg_otlp_opts_t o;
+    memset(&o, 0, sizeof(o));
+    char endpoint[512] = "";
+    lua_getfield(L, t, "otlpEndpoint");
+    if (lua_isstring(L, -1)) {
+        snprintf(endpoint, sizeof(endpoint), "%s", lua_tostring(L, -1));
+    } else {
+        lua_getfield(L, t, "host");
+        if (lua_isstring(L, -1))
+            snprintf(endpoint, sizeof(endpoint), "http://%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (endpoint[0])
+        o.endpoint = endpoint;
+    lua_getfield(L, t, "otlpProtocol");
+    if (!lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_getfield(L, t, "protocol");
+    }
+    if (lua_isstring(L, -1)) {
+        const char *p = lua_tostring(L, -1);
+        o.protocol = strncasecmp(p, "http", 4) == 0 ? LG_OTLP_HTTP : LG_OTLP_GRPC;
+    }
+    lua_pop(L, 1);
+    char path[256] = "";
+    lua_getfield(L, t, "path");
+    if (lua_isstring(L, -1)) {
+        snprintf(path, sizeof(path), "%s", lua_tostring(L, -1));
+        o.path = path;
+    }
+    lua_pop(L, 1);
+    static char *hdrs[32];
+    size_t nh = 0;
+    lua_getfield(L, t, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0 && nh < 32) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_isstring(L, -1)) {
+                size_t kl = strlen(lua_tostring(L, -2)), vl = strlen(lua_tostring(L, -1));
+                hdrs[nh] = lg_xmalloc(kl + vl + 3);
+                snprintf(hdrs[nh], kl + vl + 3, "%s: %s", lua_tostring(L, -2),
+                         lua_tostring(L, -1));
+                nh++;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    o.headers = (const char *const *)hdrs;
+    o.nheaders = nh;
+    lua_getfield(L, t, "batchSize");
+    if (lua_isinteger(L, -1))
+        o.batch_max = (size_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, t, "queueSize");
+    if (lua_isinteger(L, -1))
+        o.queue_max = (size_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, t, "batchInterval");
+    if (lua_isinteger(L, -1))
+        o.batch_interval_ms = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    int rc = lg_otlp_start(&o, err);
+    for (size_t i = 0; i < nh; i++)
+        free(hdrs[i]);
+    lua_settop(L, top);
+    return rc;
+}
+
 /* ---- Start and stop ---- */
 
 int lg_runtime_start(lua_State *L, lg_conf_t *c, int nworkers, lg_err_t *err)
@@ -252,6 +345,10 @@ int lg_runtime_start(lua_State *L, lg_conf_t *c, int nworkers, lg_err_t *err)
         return LG_ERR;
     }
     if (start_metrics(L, conf, nworkers, err) != LG_OK) {
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    if (start_tracing(L, conf, cfgt, err) != LG_OK) {
         lua_settop(L, top);
         return LG_ERR;
     }
@@ -354,8 +451,15 @@ static void push_fields(lua_State *L, lg_req_t *r, void *arg)
         setint(L, "first_byte_us", r->start_us + (r->first_byte_mono - r->start_mono));
     lua_pushliteral(L, "http");
     lua_setfield(L, -2, "protocol");
-    if (r->traceparent[0])
-        setstr(L, "traceparent", r->traceparent);
+    if (r->traced) {
+        char hex[33];
+        lg_trace_hex(r->trace_id, 16, hex);
+        setstr(L, "trace_id", hex);
+        lg_trace_hex(r->span_id, 8, hex);
+        setstr(L, "span_id", hex);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "sampled");
+    }
 }
 
 typedef struct consumed {
@@ -390,11 +494,138 @@ static void record_http(lg_req_t *r, logctx_t *lc)
     }
 }
 
-/* After glue.log: stack has line, genai, custom. */
+/* ---- Spans ---- */
+
+static void span_attr(lg_span_t *sp, lua_State *L, int e)
+{
+    /* e: {key, value, kind} */
+    lua_rawgeti(L, e, 1);
+    lua_rawgeti(L, e, 2);
+    lua_rawgeti(L, e, 3);
+    const char *key = lua_tostring(L, -3);
+    const char *kind = lua_tostring(L, -1);
+    int v = lua_gettop(L) - 1;
+    if (key) {
+        if (lua_type(L, v) == LUA_TTABLE) {
+            size_t n = lua_rawlen(L, v);
+            if (kind && strcmp(kind, "int[]") == 0) {
+                int64_t *iv = lg_xcalloc(n + 1, sizeof(int64_t));
+                for (size_t i = 0; i < n; i++) {
+                    lua_rawgeti(L, v, (lua_Integer)i + 1);
+                    iv[i] = (int64_t)lua_tointeger(L, -1);
+                    lua_pop(L, 1);
+                }
+                lg_span_attr_int_array(sp, key, iv, n);
+                free(iv);
+            } else {
+                const char **sv = lg_xcalloc(n + 1, sizeof(char *));
+                for (size_t i = 0; i < n; i++) {
+                    lua_rawgeti(L, v, (lua_Integer)i + 1);
+                    sv[i] = lua_tostring(L, -1);
+                    if (!sv[i])
+                        sv[i] = "";
+                }
+                lg_span_attr_str_array(sp, key, sv, n);
+                lua_pop(L, (int)n);
+                free(sv);
+            }
+        } else if (lua_type(L, v) == LUA_TBOOLEAN) {
+            lg_span_attr_bool(sp, key, lua_toboolean(L, v));
+        } else if (lua_isinteger(L, v)) {
+            lg_span_attr_int(sp, key, (int64_t)lua_tointeger(L, v));
+        } else if (lua_type(L, v) == LUA_TNUMBER) {
+            lg_span_attr_double(sp, key, lua_tonumber(L, v));
+        } else if (lua_type(L, v) == LUA_TSTRING) {
+            size_t len;
+            const char *sv = lua_tolstring(L, v, &len);
+            lg_span_attr_str(sp, key, sv, len);
+        }
+    }
+    lua_pop(L, 3);
+}
+
+static void submit_spans(lua_State *L, lg_req_t *r, int st)
+{
+    lg_span_t *sp = lg_span_new();
+    memcpy(sp->trace_id, r->trace_id, 16);
+    memcpy(sp->span_id, r->span_id, 8);
+    if (r->has_parent)
+        memcpy(sp->parent_span_id, r->parent_id, 8);
+    sp->kind = LG_SPAN_KIND_SERVER;
+    sp->start_ns = (uint64_t)r->start_us * 1000;
+    sp->end_ns = (uint64_t)r->end_us * 1000;
+    sp->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | (r->has_parent ? LG_SPAN_FLAG_IS_REMOTE : 0) |
+                r->trace_flags;
+    size_t tsl;
+    const char *ts = lg_req_header(r, "tracestate", 10, &tsl);
+    if (ts)
+        lg_span_set_trace_state(sp, ts, tsl);
+    lua_getfield(L, st, "name");
+    size_t nl;
+    const char *name = lua_tolstring(L, -1, &nl);
+    char dflt[300];
+    if (!name) {
+        nl = (size_t)snprintf(dflt, sizeof(dflt), "%s %.*s", http_method_str(r->method),
+                              (int)r->path_len, r->path);
+        name = dflt;
+    }
+    lg_span_set_name(sp, name, nl);
+    lua_pop(L, 1);
+    lua_getfield(L, st, "attrs");
+    if (lua_istable(L, -1)) {
+        int a = lua_gettop(L);
+        size_t n = lua_rawlen(L, a);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, a, (lua_Integer)i);
+            if (lua_istable(L, -1))
+                span_attr(sp, L, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    int error = r->status >= 500 || r->error;
+    if (error) {
+        const char *msg = r->error ? r->error : "server error";
+        lg_span_set_status(sp, LG_SPAN_STATUS_ERROR, msg, strlen(msg));
+    }
+    /* the CLIENT child for the upstream call */
+    lg_span_t *cs = NULL;
+    if (r->up_sent_mono && r->backend) {
+        cs = lg_span_new();
+        memcpy(cs->trace_id, r->trace_id, 16);
+        memcpy(cs->span_id, r->client_span_id, 8);
+        memcpy(cs->parent_span_id, r->span_id, 8);
+        cs->kind = LG_SPAN_KIND_CLIENT;
+        cs->start_ns = (uint64_t)(r->start_us + (r->up_sent_mono - r->start_mono)) * 1000;
+        cs->end_ns = (uint64_t)r->end_us * 1000;
+        cs->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | r->trace_flags;
+        char cn[300];
+        int cl = snprintf(cn, sizeof(cn), "%s %s",
+                          r->up_method ? r->up_method : http_method_str(r->method),
+                          r->backend->name);
+        lg_span_set_name(cs, cn, (size_t)cl);
+        lg_span_attr_str(cs, "http.request.method", cn, strcspn(cn, " "));
+        lg_span_attr_str(cs, "server.address", r->backend->host, strlen(r->backend->host));
+        lg_span_attr_int(cs, "server.port", r->backend->port);
+        if (r->status)
+            lg_span_attr_int(cs, "http.response.status_code", r->status);
+        if (r->status >= 500 || (r->error && !r->resp_done)) {
+            const char *msg = r->error ? r->error : "upstream error";
+            lg_span_set_status(cs, LG_SPAN_STATUS_ERROR, msg, strlen(msg));
+        }
+    }
+    lg_otlp_submit(sp);
+    if (cs)
+        lg_otlp_submit(cs);
+}
+
+/* After glue.log: stack has line, genai, custom, span. */
 static int consume(lua_State *L, lg_req_t *r, void *arg)
 {
     logctx_t *lc = arg;
-    int base = lua_gettop(L) - 2;
+    int base = lua_gettop(L) - 3;
+    if (r->traced && lua_istable(L, base + 3))
+        submit_spans(L, r, base + 3);
     size_t len;
     const char *line = lua_tolstring(L, base, &len);
     if (line)

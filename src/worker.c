@@ -105,10 +105,25 @@ static void prune_listeners(lg_worker_t *w)
         for (size_t k = 0; k < w->conf->nbinds; k++)
             if (w->conf->binds[k].port == w->listeners[i].port)
                 keep = 1;
-        if (keep && !w->draining)
+        if (keep && !w->draining) {
             w->listeners[j++] = w->listeners[i];
-        else if (w->listeners[i].lev)
+        } else if (w->listeners[i].lev) {
+            /* take what is already in the accept queue: closing would reset it */
+            evutil_socket_t lfd = evconnlistener_get_fd(w->listeners[i].lev);
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            int fd;
+            while ((fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+                                 SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                struct ssl_ctx_st *ssl = NULL;
+                for (size_t k = 0; k < w->conf->nbinds; k++)
+                    if (w->conf->binds[k].port == w->listeners[i].port)
+                        ssl = w->conf->binds[k].ssl;
+                lg_proxy_accept(w, fd, (struct sockaddr *)&ss, (int)sl, w->listeners[i].port, ssl);
+                sl = sizeof(ss);
+            }
             evconnlistener_free(w->listeners[i].lev);
+        }
     }
     w->nlisteners = j;
 }
@@ -168,6 +183,9 @@ static void *worker_main(void *arg)
 {
     lg_worker_t *w = arg;
     lg_proxy_conf_changed(w);
+    pthread_mutex_lock(&w->mu);
+    w->running = 1;
+    pthread_mutex_unlock(&w->mu);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     lg_proxy_close_all(w);
     pthread_mutex_lock(&w->mu);
@@ -325,4 +343,15 @@ void lg_workers_free(lg_worker_t *ws, int n)
     free(handovers);
     handovers = NULL;
     free(ws);
+}
+
+int lg_workers_running(lg_worker_t *ws, int n)
+{
+    int all = 1;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&ws[i].mu);
+        all &= ws[i].running;
+        pthread_mutex_unlock(&ws[i].mu);
+    }
+    return all;
 }

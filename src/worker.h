@@ -44,6 +44,7 @@ typedef struct lg_worker {
     lg_conf_t *pending;  /* next configuration, handed over by main */
     int stop_requested;
     int stopped;         /* set by the worker when its loop has exited */
+    int running;         /* set once the worker's runtime is built and its loop runs */
 } lg_worker_t;
 
 /* Creates `n` workers on `conf` (borrowed; each takes a reference) and binds their
@@ -56,6 +57,8 @@ int lg_workers_reload(lg_worker_t *w, int n, lg_conf_t *conf, lg_err_t *err);
 /* Stops accepting, lets in-flight requests finish for up to `deadline_ms`, then stops. */
 void lg_workers_stop(lg_worker_t *w, int n, int deadline_ms);
 void lg_workers_free(lg_worker_t *w, int n);
+/* 1 when every worker has built its runtime and is accepting. */
+int lg_workers_running(lg_worker_t *w, int n);
 
 /* Opens a listening socket on port with SO_REUSEPORT (every worker opens its own). */
 int lg_listen_socket(const char *host, int port, lg_err_t *err);

@@ -176,6 +176,26 @@ function M.release(id)
     reqs[id] = nil
 end
 
+-- sampling() -> tracing enabled, random probability (-1: CEL), client probability
+function M.sampling()
+    local tr = telemetry and telemetry.tracer
+    if not tr then return false, 0, 1 end
+    local s = tr:sampling()
+    M.random_cel = s.random_cel
+    return true, s.random_cel and -1 or (s.random or 0), s.client or 1
+end
+
+-- sample(method, path, headers) -> probability from a CEL randomSampling expression
+function M.sample(method, path, headers)
+    local prog = M.random_cel
+    if not prog then return 0 end
+    local context = require "lunagate.context"
+    local v = prog:eval(context.activation({ method = method, path = path, request_headers = headers }))
+    if v == true then return 1 end
+    if type(v) == "number" then return v end
+    return 0
+end
+
 -- is_llm(route_index) -> true when the route has an `ai:` backend
 function M.is_llm(ri)
     local entry = routes[ri + 1]

@@ -106,7 +106,8 @@ function M:log(rec)
     end
     local span
     if self.tracer and rec.sampled then
-        span = self.tracer:attributes(rec)
+        local name, attrs, status = self.tracer:attributes(rec)
+        span = { name = name, attrs = attrs, status = status }
     end
     return line, rec.llm or nil, custom, span
 end
