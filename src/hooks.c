@@ -108,6 +108,7 @@ typedef struct lg_wrt {
     SSL_CTX *tls;       /* client context for provider hosts (system roots) */
     int refs;           /* the worker's, plus one per request using it */
     int tracing;        /* config.tracing is set */
+    int fast_log;       /* glue.fast_log(): 0 Lua, 1 text in C, 2 json in C, 3 none */
     double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
 } lg_wrt_t;
 
@@ -209,6 +210,12 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         return NULL;
     }
     lua_pop(L, 2);
+    if (!glue_get(wrt, "fast_log")) {
+        lua_pop(L, 1);
+    } else if (lg_luart_pcall(rt, 0, 1, "glue.fast_log", err) == LG_OK) {
+        wrt->fast_log = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     /* sampling: glue.sampling() -> enabled, random probability (or -1 for CEL), client */
     if (!glue_get(wrt, "sampling")) {
         lua_pop(L, 1);
@@ -852,6 +859,15 @@ void lg_hooks_log(lg_req_t *r)
     if (rl && rl->ev)
         evtimer_del(rl->ev);
     lg_runtime_log(r, rl ? (void *)rl : NULL);
+}
+
+/* How the log line of `r` can be made: 1/2 in C (text/json), 3 none, 0 through Lua. */
+int lg_hooks_fast_log(lg_req_t *r)
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    if (!wrt || r->lua || r->traced || wrt->conf != r->conf)
+        return 0;
+    return wrt->fast_log;
 }
 
 /* Called by runtime.c's log path: runs plugins' log phase and glue.log. Pushes nothing;

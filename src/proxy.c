@@ -704,10 +704,13 @@ static void append_forwarded(lg_req_t *r, struct evbuffer *out)
         if (colon)
             il = (size_t)(colon - ip);
     }
-    if (xff)
-        evbuffer_add_printf(out, "X-Forwarded-For: %.*s, %.*s\r\n", (int)xl, xff, (int)il, ip);
-    else
-        evbuffer_add_printf(out, "X-Forwarded-For: %.*s\r\n", (int)il, ip);
+    evbuffer_add(out, "X-Forwarded-For: ", 17);
+    if (xff) {
+        evbuffer_add(out, xff, xl);
+        evbuffer_add(out, ", ", 2);
+    }
+    evbuffer_add(out, ip, il);
+    evbuffer_add(out, "\r\n", 2);
 }
 
 /* Builds the upstream request head and body into `out`. */
@@ -735,8 +738,14 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
                             (int)rl, rest, (pl == 0 && rl == 0) ? "/" : "",
                             r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
     } else {
-        evbuffer_add_printf(out, "%s %.*s%s%.*s HTTP/1.1\r\n", m, (int)r->path_len, r->path,
-                            r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
+        evbuffer_add(out, m, strlen(m));
+        evbuffer_add(out, " ", 1);
+        evbuffer_add(out, r->path, r->path_len);
+        if (r->query) {
+            evbuffer_add(out, "?", 1);
+            evbuffer_add(out, r->query, r->query_len);
+        }
+        evbuffer_add(out, " HTTP/1.1\r\n", 11);
     }
     size_t cl;
     const char *connhdr = lg_req_header(r, "connection", 10, &cl);
@@ -784,7 +793,11 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
     size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
     if (blen > 0 || r->has_cl || r->chunked_req || r->method == HTTP_POST ||
         r->method == HTTP_PUT || r->method == HTTP_PATCH)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
+    {
+        char cl[48];
+        int n = snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", blen);
+        evbuffer_add(out, cl, (size_t)n);
+    }
     evbuffer_add(out, "\r\n", 2);
     if (blen > 0) {
         /* keep the body for a retry: copy, do not move */
@@ -817,8 +830,15 @@ static void upstream_send(lg_req_t *r)
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         bufferevent_set_timeouts(r->up->bev, &tv, NULL);
     }
-    bufferevent_write_buffer(r->up->bev, out);
-    bufferevent_enable(r->up->bev, EV_READ | EV_WRITE);
+    /* straight to the socket when nothing is queued (plain TCP), as for clients */
+    if (!r->up->tls && evbuffer_get_length(bufferevent_get_output(r->up->bev)) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(r->up->bev);
+        while (evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
+            ;
+    }
+    if (evbuffer_get_length(out) > 0)
+        bufferevent_write_buffer(r->up->bev, out);
+    bufferevent_enable(r->up->bev, EV_READ);
     evbuffer_free(out);
 }
 
@@ -967,8 +987,14 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
         if (!r->up_has_cl || rewrite)
             r->keepalive = 0; /* close-delimited for an HTTP/1.0 client */
     }
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", r->status,
-                        r->status_text ? r->status_text : reason_phrase(r->status));
+    {
+        char sl[64];
+        const char *rp = r->status_text ? r->status_text : reason_phrase(r->status);
+        int n = snprintf(sl, sizeof(sl), "HTTP/1.1 %d ", r->status);
+        evbuffer_add(out, sl, (size_t)n);
+        evbuffer_add(out, rp, strlen(rp));
+        evbuffer_add(out, "\r\n", 2);
+    }
     size_t cl;
     const char *connhdr = lg_resp_header(r, "connection", 10, &cl);
     for (size_t i = 0; i < r->nrhdrs; i++) {

@@ -686,8 +686,244 @@ static int consume(lua_State *L, lg_req_t *r, void *arg)
     return LG_OK;
 }
 
+/* ---- The default log line, formatted in C ----
+ * Same bytes as plugins/logging/text.lua and json.lua for a request that has no LLM, MCP
+ * or plugin fields, so the plain path never enters Lua. */
+
+static const char *const secret_params[] = {"key", "api_key", "apikey", "api-key", "x-api-key",
+                                            "x-goog-api-key", "access_token", "token",
+                                            "client_secret", "password", "sig"};
+
+typedef struct lbuf {
+    char *p;
+    size_t n, cap;
+} lbuf_t;
+
+static void lb_add(lbuf_t *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->p = lg_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void lb_str(lbuf_t *b, const char *s)
+{
+    lb_add(b, s, strlen(s));
+}
+
+/* A bare text value: control bytes escaped only when the line would break (CR/LF). */
+static void lb_bare(lbuf_t *b, const char *s, size_t n, int escape)
+{
+    if (!escape) {
+        lb_add(b, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[8];
+        if (c == '\n')
+            lb_add(b, "\\n", 2);
+        else if (c == '\r')
+            lb_add(b, "\\r", 2);
+        else if (c == '\t')
+            lb_add(b, "\\t", 2);
+        else if (c < 0x20 || c == 0x7f)
+            lb_add(b, e, (size_t)snprintf(e, sizeof(e), "\\x%02x", c));
+        else
+            lb_add(b, (const char *)&c, 1);
+    }
+}
+
+/* A JSON string as lua-cjson writes it, minus its \/ escape. Invalid UTF-8 is replaced. */
+static void lb_json(lbuf_t *b, const char *s, size_t n)
+{
+    lb_add(b, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            lb_add(b, e, 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[8];
+            const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t"
+                              : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+            if (named)
+                lb_add(b, named, 2);
+            else
+                lb_add(b, e, (size_t)snprintf(e, sizeof(e), "\\u%04x", c));
+            i++;
+        } else if (c < 0x80) {
+            lb_add(b, (const char *)&c, 1);
+            i++;
+        } else {
+            /* copy a valid UTF-8 sequence, or U+FFFD for a bad byte */
+            int len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            int ok = len > 0 && i + (size_t)len <= n;
+            for (int k = 1; ok && k < len; k++)
+                ok = ((unsigned char)s[i + (size_t)k] & 0xc0) == 0x80;
+            if (ok) {
+                lb_add(b, s + i, (size_t)len);
+                i += (size_t)len;
+            } else {
+                lb_add(b, "\xef\xbf\xbd", 3);
+                i++;
+            }
+        }
+    }
+    lb_add(b, "\"", 1);
+}
+
+/* http.path with credential query parameters replaced by <redacted>. */
+static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
+{
+    lbuf_t p = {0};
+    lb_add(&p, r->path, r->path_len);
+    if (r->query) {
+        lb_add(&p, "?", 1);
+        const char *q = r->query, *end = r->query + r->query_len;
+        while (q < end) {
+            const char *amp = memchr(q, '&', (size_t)(end - q));
+            const char *e = amp ? amp : end;
+            const char *eq = memchr(q, '=', (size_t)(e - q));
+            int secret = 0;
+            if (eq && eq > q)
+                for (size_t i = 0; i < LG_ARRAY_SIZE(secret_params); i++)
+                    if (strlen(secret_params[i]) == (size_t)(eq - q) &&
+                        strncasecmp(secret_params[i], q, (size_t)(eq - q)) == 0)
+                        secret = 1;
+            if (secret) {
+                /* the Lua pattern stops a value at '#' as well */
+                const char *hash = memchr(eq + 1, '#', (size_t)(e - eq - 1));
+                lb_add(&p, q, (size_t)(eq - q) + 1);
+                lb_str(&p, "<redacted>");
+                if (hash)
+                    lb_add(&p, hash, (size_t)(e - hash));
+            } else {
+                lb_add(&p, q, (size_t)(e - q));
+            }
+            if (amp)
+                lb_add(&p, "&", 1);
+            q = amp ? amp + 1 : end;
+        }
+    }
+    if (json)
+        lb_json(b, p.p ? p.p : "", p.n);
+    else
+        lb_bare(b, p.p ? p.p : "", p.n, escape);
+    free(p.p);
+}
+
+static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
+{
+    char ts[32], num[32];
+    size_t tl = lg_time_format(r->end_us, ts);
+    const char *method = r->up_method ? r->up_method : http_method_str(r->method);
+    const char *version = r->vminor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    const char *err = r->error ? r->error : (r->client_gone && !r->resp_done ? "client disconnected" : NULL);
+    typedef struct { const char *k, *v; size_t n; int kind; } fld_t;
+    fld_t f[16];
+    int nf = 0;
+#define FIELD(key, val, len, kd) f[nf++] = (fld_t){key, val, len, kd}
+    FIELD("gateway", "default/default", 15, 0);
+    if (r->listener)
+        FIELD("listener", r->listener->name, strlen(r->listener->name), 0);
+    if (r->route)
+        FIELD("route", r->route->key, strlen(r->route->key), 0);
+    if (r->backend)
+        FIELD("endpoint", r->backend->name, strlen(r->backend->name), 0);
+    FIELD("src.addr", r->src, strlen(r->src), 0);
+    FIELD("http.method", method, strlen(method), 0);
+    if (r->host)
+        FIELD("http.host", r->host, r->host_len, 0);
+    if (r->path)
+        FIELD("http.path", NULL, 0, 2);
+    FIELD("http.version", version, 8, 0);
+    if (r->status)
+        FIELD("http.status", NULL, (size_t)r->status, 1);
+    if (r->retry_count)
+        FIELD("retry.attempt", NULL, (size_t)r->retry_count, 1);
+    if (err)
+        FIELD("error", err, strlen(err), 3);
+#undef FIELD
+    long long dur = (long long)((r->end_mono - r->start_mono) / 1000);
+    if (json) {
+        lb_str(b, "{\"level\":\"info\",\"time\":\"");
+        lb_add(b, ts, tl);
+        lb_str(b, "\",\"scope\":\"request\"");
+    } else {
+        lb_add(b, ts, tl);
+        lb_str(b, "\tinfo\trequest");
+    }
+    for (int i = 0; i < nf; i++) {
+        if (json) {
+            lb_str(b, ",\"");
+            lb_str(b, f[i].k);
+            lb_str(b, "\":");
+        } else {
+            lb_str(b, " ");
+            lb_str(b, f[i].k);
+            lb_str(b, "=");
+        }
+        switch (f[i].kind) {
+        case 1:
+            lb_add(b, num, (size_t)snprintf(num, sizeof(num), "%zu", f[i].n));
+            break;
+        case 2:
+            lb_path(b, r, json, escape);
+            break;
+        case 3:
+            lb_json(b, f[i].v, f[i].n); /* error is JSON-quoted in both formats */
+            break;
+        default:
+            if (json)
+                lb_json(b, f[i].v, f[i].n);
+            else
+                lb_bare(b, f[i].v, f[i].n, escape);
+        }
+    }
+    if (json) {
+        lb_add(b, num, (size_t)snprintf(num, sizeof(num), ",\"duration\":\"%lldms\"}", dur));
+    } else {
+        lb_add(b, num, (size_t)snprintf(num, sizeof(num), " duration=%lldms", dur));
+    }
+}
+
+static void fast_log(lg_req_t *r, int json)
+{
+    static __thread lbuf_t b;
+    b.n = 0;
+    fast_line(&b, r, json, 0);
+    if (!json && (memchr(b.p, '\n', b.n) || memchr(b.p, '\r', b.n))) {
+        b.n = 0;
+        fast_line(&b, r, json, 1);
+    }
+    lg_accesslog_write(b.p, b.n);
+}
+
 void lg_runtime_log(lg_req_t *r, void *rl)
 {
+    int fast = lg_hooks_fast_log(r);
+    if (fast) {
+        logctx_t lc;
+        char status[8];
+        snprintf(status, sizeof(status), "%d", r->status);
+        const char *labels[LG_METRICS_HTTP_NLABELS] = {
+            r->backend ? r->backend->name : NULL, "http",
+            r->up_method ? r->up_method : http_method_str(r->method), status, r->reason,
+            r->bind ? r->bind->key : NULL, "default/default",
+            r->listener ? r->listener->name : NULL, r->route ? r->route->key : NULL, NULL};
+        if (fast == 1 || fast == 2)
+            fast_log(r, fast == 2);
+        memcpy(lc.labels, labels, sizeof(labels));
+        lc.recorded = 0;
+        lc.w = r->w;
+        record_http(r, &lc);
+        return;
+    }
     logctx_t lc;
     LG_UNUSED(rl);
     lc.w = r->w;

@@ -176,6 +176,23 @@ function M.release(id)
     reqs[id] = nil
 end
 
+-- fast_log() -> 0: every request goes through log() in Lua; 1: plain requests may be
+-- logged by the C core in the built-in text format; 2: same for json; 3: not logged at all.
+-- The C formatter writes exactly what plugins/logging/{text,json}.lua write for a record
+-- with no LLM, MCP or plugin fields (spec/04-integration/12-accesslog.test.mjs compares).
+function M.fast_log()
+    local t = telemetry
+    if not t then return 0 end
+    if t.metric_fields then return 0 end
+    local lg = t.logger
+    if not lg then return 3 end
+    if not lg.enabled then return 3 end
+    if lg.filter or lg.add or lg.suppress then return 0 end
+    if lg.format == "text" then return 1 end
+    if lg.format == "json" then return 2 end
+    return 0
+end
+
 -- sampling() -> tracing enabled, random probability (-1: CEL), client probability
 function M.sampling()
     local tr = telemetry and telemetry.tracer
