@@ -634,6 +634,10 @@ lg_conf_t *lg_conf_compile(lua_State *L, const char *filename, const char *text,
     c->header_timeout_ms = 30000;
     c->max_header = 64 * 1024;
     c->drain_ms = 5000;
+    /* agentgateway: the drain deadline is TERMINATION_GRACE_PERIOD_SECONDS - 5 s when set */
+    const char *grace = getenv("TERMINATION_GRACE_PERIOD_SECONDS");
+    if (grace && atoi(grace) > 5)
+        c->drain_ms = (atoi(grace) - 5) * 1000;
 
     if (gettable(L, top, "config")) {
         int t = lua_gettop(L);

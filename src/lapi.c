@@ -1,6 +1,9 @@
 /* lapi.c -- builds the `lunagate` module; each namespace lives in lapi_<ns>.c.
  * SPDX-License-Identifier: MIT */
 #include "lapi.h"
+#include "lapi_aead.h"
+#include "lapi_http.h"
+#include "lapi_proc.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -124,28 +127,6 @@ static int lg_index(lua_State *L)
     return 0;
 }
 
-#if defined(__has_include) && __has_include("lapi_request.c")
-#define CALL_HOOK_request(L) lg_lapi_inject_request(L)
-#else
-#define CALL_HOOK_request(L)                                                                       \
-    if (lg_lapi_inject_request)                                                                    \
-    lg_lapi_inject_request(L)
-#endif
-#if defined(__has_include) && __has_include("lapi_response.c")
-#define CALL_HOOK_response(L) lg_lapi_inject_response(L)
-#else
-#define CALL_HOOK_response(L)                                                                      \
-    if (lg_lapi_inject_response)                                                                   \
-    lg_lapi_inject_response(L)
-#endif
-#if defined(__has_include) && __has_include("lapi_metrics.c")
-#define CALL_HOOK_metrics(L) lg_lapi_inject_metrics(L)
-#else
-#define CALL_HOOK_metrics(L)                                                                       \
-    if (lg_lapi_inject_metrics)                                                                    \
-    lg_lapi_inject_metrics(L)
-#endif
-
 int luaopen_lunagate(lua_State *L)
 {
     lua_createtable(L, 0, 16); /* lg */
@@ -155,9 +136,12 @@ int luaopen_lunagate(lua_State *L)
     lg_lapi_inject_crypto(L);
     lg_lapi_inject_re(L);
     lg_lapi_inject_shared(L);
-    CALL_HOOK_metrics(L);
-    CALL_HOOK_request(L);
-    CALL_HOOK_response(L);
+    lg_lapi_inject_metrics(L);
+    lg_lapi_inject_request(L);
+    lg_lapi_inject_response(L);
+    lg_lapi_inject_http(L);
+    lg_lapi_inject_proc(L);
+    lg_lapi_inject_aead(L);
 
     lua_pushcfunction(L, lg_phase); /* lg f */
     lua_setfield(L, -2, "phase");   /* lg */

@@ -69,27 +69,11 @@ void lg_lapi_inject_crypto(lua_State *L);
 void lg_lapi_inject_re(lua_State *L);
 void lg_lapi_inject_shared(lua_State *L);
 
-/* Hook points for namespaces written elsewhere (lapi_request.c, lapi_response.c,
- * lapi_metrics.c), each defined there as an ordinary function with exactly this signature.
- * While a file does not exist yet its hook is declared weak and luaopen_lunagate skips it, so
- * the module builds without it. Once the file exists the declaration turns strong (detected
- * with __has_include): a weak reference would not pull the object out of liblunagate.a and
- * the namespace would silently vanish from the binary. */
-#if defined(__has_include) && __has_include("lapi_request.c")
+/* Namespaces written elsewhere (lapi_request.c, lapi_response.c, lapi_metrics.c), each
+ * filling its table into the module on the stack. */
 void lg_lapi_inject_request(lua_State *L);
-#else
-void lg_lapi_inject_request(lua_State *L) __attribute__((weak));
-#endif
-#if defined(__has_include) && __has_include("lapi_response.c")
 void lg_lapi_inject_response(lua_State *L);
-#else
-void lg_lapi_inject_response(lua_State *L) __attribute__((weak));
-#endif
-#if defined(__has_include) && __has_include("lapi_metrics.c")
 void lg_lapi_inject_metrics(lua_State *L);
-#else
-void lg_lapi_inject_metrics(lua_State *L) __attribute__((weak));
-#endif
 
 /* Opens the `lunagate` module: pushes the module table. Use with
  * luaL_requiref(L, "lunagate", luaopen_lunagate, 0) or package.preload. Lua-implemented

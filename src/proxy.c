@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "hooks.h"
+#include "runtime.h"
 
 #define OUT_HIGH (4 * 1024 * 1024) /* pause the upstream when this much waits for the client */
 #define OUT_LOW (256 * 1024)
@@ -1402,6 +1403,7 @@ void lg_proxy_accept(lg_worker_t *w, evutil_socket_t fd, const struct sockaddr *
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     conn_link(w, c);
+    lg_runtime_conn_accepted(w, port, ssl != NULL);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 4 * 1024 * 1024);

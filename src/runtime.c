@@ -370,6 +370,16 @@ void lg_runtime_stop(void)
     registry = NULL;
 }
 
+void lg_runtime_conn_accepted(lg_worker_t *w, int port, int tls)
+{
+    if (!registry)
+        return;
+    char bind[32];
+    snprintf(bind, sizeof(bind), "bind/%d", port);
+    const char *v[LG_METRICS_TCP_NLABELS] = {bind, "default/default", NULL, tls ? "https" : "http"};
+    lg_metrics_add(lg_metrics_shard(registry, w->id), std_ids.downstream_connections, v, 1);
+}
+
 /* ---- Per worker ---- */
 
 void lg_runtime_bind_worker(lua_State *L, lg_worker_t *w)

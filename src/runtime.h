@@ -45,5 +45,7 @@ void lg_runtime_plugin_error(struct lg_worker *w, const char *plugin);
 /* The log phase of a request: access log, metrics, spans. `rl` is hooks.c's state. */
 void lg_runtime_log(struct lg_req *r, void *rl);
 struct lg_metrics *lg_runtime_registry(void);
+/* A client connection was accepted on `port` (downstream_connections_total). */
+void lg_runtime_conn_accepted(struct lg_worker *w, int port, int tls);
 
 #endif
