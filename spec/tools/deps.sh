@@ -9,10 +9,14 @@ libhttp-parser-dev libpcre2-dev lua-busted lua-check lua-yaml nodejs npm nginx w
 docker-compose kubectl yamllint clang-format curl ca-certificates procps"
 missing=""
 for p in $PKGS; do
+    # Node.js, npm and kubectl may come from outside Debian (the machine image ships Node
+    # 20 with its own npm): a working command counts as installed.
+    case $p in
+    nodejs) command -v node >/dev/null && continue ;;
+    npm | kubectl) command -v "$p" >/dev/null && continue ;;
+    esac
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-# kubectl is not in Debian 12; skip it when it is already on PATH from elsewhere.
-case "$missing" in *kubectl*) command -v kubectl >/dev/null && missing=$(echo "$missing" | sed 's/ kubectl//');; esac
 if [ -n "$missing" ]; then
     echo "deps: installing$missing"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
