@@ -13,6 +13,8 @@
 #include "proxy.h"
 #include "runtime.h"
 #include "trace.h"
+#include "lapi_http.h"
+#include "lapi_proc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +105,8 @@ typedef struct lg_wrt {
     lg_conf_t *conf;
     int *chains;        /* per route index: plugin chain id or -1 */
     char *llm;          /* per route index: 1 when the route has an ai backend */
+    char *mcp;          /* per route index: 1 when the route has an mcp backend */
+    struct mcpio *ios;  /* MCP requests whose coroutine is alive */
     int glue_ref;       /* registry ref of the lunagate.glue module */
     uint64_t next_id;
     SSL_CTX *tls;       /* client context for provider hosts (system roots) */
@@ -119,10 +123,15 @@ typedef struct rlua {
     int chain;
     uint64_t id;    /* glue request id, 0 when glue has no state for the request */
     int llm, rewrite, observe, local;
+    struct mcpio *io;
     struct event *ev;
     struct evbuffer *sse;  /* partial SSE event for body_filter plugins */
     int sse_mode;
 } rlua_t;
+
+#define MCPIO "lunagate.mcpio"
+static int mcp_resumer(lua_State *co, int nargs, void *arg);
+static int io_gc(lua_State *L);
 
 static void wrt_free(lg_wrt_t *wrt)
 {
@@ -137,6 +146,7 @@ static void wrt_free(lg_wrt_t *wrt)
         SSL_CTX_free(wrt->tls);
     free(wrt->chains);
     free(wrt->llm);
+    free(wrt->mcp);
     lg_conf_unref(wrt->conf);
     free(wrt);
 }
@@ -187,8 +197,15 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
     wrt->conf = lg_conf_ref(conf);
     wrt->next_id = 1;
     lua_State *L = lg_luart_state(rt);
-    if (w)
+    if (w) {
         lg_runtime_bind_worker(L, w);
+        lg_lapi_http_bind(L, w->base, w->pool);
+        lg_lapi_http_set_resumer(L, mcp_resumer, wrt);
+    }
+    luaL_newmetatable(L, MCPIO);
+    lua_pushcfunction(L, io_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "lunagate.glue");
     if (lg_luart_pcall(rt, 1, 1, "require lunagate.glue", err) != LG_OK) {
@@ -227,14 +244,18 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
     }
     wrt->chains = lg_xcalloc(conf->nroutes + 1, sizeof(int));
     wrt->llm = lg_xcalloc(conf->nroutes + 1, 1);
+    wrt->mcp = lg_xcalloc(conf->nroutes + 1, 1);
     for (size_t b = 0; b < conf->nbinds; b++)
         for (size_t l = 0; l < conf->binds[b].nlisteners; l++)
             for (size_t k = 0; k < conf->binds[b].listeners[l].nroutes; k++) {
                 lg_route_t *r = &conf->binds[b].listeners[l].routes[k];
                 wrt->chains[r->index] = lg_luart_chain(rt, r->full_key);
-                for (size_t i = 0; i < r->nbackends; i++)
+                for (size_t i = 0; i < r->nbackends; i++) {
                     if (r->backends[i].kind == LG_BACKEND_AI)
                         wrt->llm[r->index] = 1;
+                    if (r->backends[i].kind == LG_BACKEND_MCP)
+                        wrt->mcp[r->index] = 1;
+                }
             }
     wrt->tls = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(wrt->tls, TLS1_2_VERSION);
@@ -577,6 +598,259 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
     return LG_OK;
 }
 
+/* ---- MCP ----
+ * An MCP request runs lunagate.mcp's backend:handle in a coroutine that yields on upstream
+ * I/O (lg.http, lg.process). It answers through `io`, a userdata whose pointer to the
+ * request is cleared when the request ends, so a coroutine outliving its client writes
+ * nowhere. The resumer finishes the request when its coroutine returns. */
+
+typedef struct mcpio {
+    lg_req_t *r;      /* NULL once the request is gone */
+    lua_State *co;    /* the request's coroutine */
+    int co_ref;       /* keeps the coroutine alive */
+    lg_wrt_t *wrt;
+    int started;      /* stream_start called */
+    struct mcpio **owner; /* the request's pointer to us, cleared by whoever goes first */
+    struct mcpio *next;
+} mcpio_t;
+
+static mcpio_t *io_check(lua_State *L)
+{
+    mcpio_t **pp = luaL_checkudata(L, lua_upvalueindex(1), MCPIO);
+    return *pp;
+}
+
+static void kv_from_table(lua_State *L, int idx, lg_kv_t *h, size_t *n, size_t max,
+                          const char **ctype)
+{
+    if (!lua_istable(L, idx))
+        return;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0 && *n < max) {
+        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        if (k && v) {
+            if (ctype && strcasecmp(k, "content-type") == 0) {
+                *ctype = v;
+            } else if (strcasecmp(k, "content-length") != 0 &&
+                       strcasecmp(k, "transfer-encoding") != 0) {
+                h[*n] = (lg_kv_t){(char *)k, strlen(k), (char *)v, strlen(v)};
+                (*n)++;
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static int io_respond(lua_State *L)
+{
+    mcpio_t *io = io_check(L);
+    if (!io->r || io->r->finished || io->r->resp_head_sent) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "client gone");
+        return 2;
+    }
+    int status = (int)luaL_checkinteger(L, 1);
+    size_t blen = 0;
+    const char *body = luaL_optlstring(L, 3, "", &blen);
+    lg_kv_t h[32];
+    size_t n = 0;
+    const char *ctype = NULL;
+    kv_from_table(L, 2, h, &n, 32, &ctype);
+    lg_req_t *r = io->r;
+    r->reason = status >= 400 && status != 404 ? "MCP" : "Upstream";
+    lg_req_respond(r, status, ctype, body, blen, h, n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int io_stream_start(lua_State *L)
+{
+    mcpio_t *io = io_check(L);
+    if (!io->r || io->r->finished || io->r->resp_head_sent) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "client gone");
+        return 2;
+    }
+    int status = (int)luaL_checkinteger(L, 1);
+    lg_kv_t h[32];
+    size_t n = 0;
+    const char *ctype = NULL;
+    kv_from_table(L, 2, h, &n, 30, &ctype);
+    h[n++] = (lg_kv_t){"Content-Type", 12, (char *)(ctype ? ctype : "text/event-stream"), 0};
+    io->started = 1;
+    io->r->reason = "Upstream";
+    lg_req_stream_head(io->r, status, h, n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int io_stream_write(lua_State *L)
+{
+    mcpio_t *io = io_check(L);
+    size_t len;
+    const char *chunk = luaL_checklstring(L, 1, &len);
+    if (!io->r || io->r->finished || io->r->client_gone) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "client gone");
+        return 2;
+    }
+    lg_req_stream_data(io->r, chunk, len);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int io_stream_end(lua_State *L)
+{
+    mcpio_t *io = io_check(L);
+    if (io->r && !io->r->finished) {
+        lg_req_t *r = io->r;
+        lg_req_hold(r);
+        lg_req_stream_end(r);
+        lg_req_release(r);
+    }
+    return 0;
+}
+
+static void io_unlink(mcpio_t *io);
+
+/* The io object belongs to its userdata: freed when the coroutine's last reference goes. */
+static int io_gc(lua_State *L)
+{
+    mcpio_t **pp = luaL_checkudata(L, 1, MCPIO);
+    if (*pp) {
+        if ((*pp)->wrt)
+            io_unlink(*pp);
+        if ((*pp)->owner)
+            *(*pp)->owner = NULL;
+        free(*pp);
+        *pp = NULL;
+    }
+    return 0;
+}
+
+static void io_unlink(mcpio_t *io)
+{
+    if (!io->wrt)
+        return;
+    mcpio_t **pp = &io->wrt->ios;
+    while (*pp && *pp != io)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = io->next;
+}
+
+/* The coroutine of `io` ended (status != LUA_YIELD): make sure its request ends too. */
+static void io_finished(mcpio_t *io, int status, lua_State *co)
+{
+    lg_req_t *r = io->r;
+    if (status != LUA_OK)
+        lg_log(LG_LOG_ERR, "mcp", "request failed: %s",
+               lua_tostring(co, -1) ? lua_tostring(co, -1) : "error");
+    io_unlink(io);
+    lua_State *L = lg_luart_state(io->wrt->rt);
+    luaL_unref(L, LUA_REGISTRYINDEX, io->co_ref);
+    io->co_ref = LUA_NOREF;
+    if (!r)
+        return;
+    lg_req_hold(r);
+    if (!r->finished) {
+        if (!r->resp_head_sent) {
+            const char *e = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,"
+                            "\"message\":\"internal error\"}}";
+            r->reason = "Internal";
+            lg_req_respond(r, 500, "application/json", e, strlen(e), NULL, 0);
+        } else {
+            lg_req_stream_end(r);
+        }
+    }
+    lg_req_release(r);
+}
+
+static int mcp_resumer(lua_State *co, int nargs, void *arg)
+{
+    lg_wrt_t *wrt = arg;
+    int nres = 0;
+    lg_luart_t *rt = wrt->rt;
+    lg_luart_ref(rt); /* the runtime must survive a request finishing inside */
+    int st = lua_resume(co, NULL, nargs, &nres);
+    mcpio_t *io = NULL;
+    for (mcpio_t *p = wrt->ios; p; p = p->next)
+        if (p->co == co)
+            io = p;
+    if (st != LUA_YIELD) {
+        if (io)
+            io_finished(io, st, co);
+        else if (st != LUA_OK)
+            lg_log(LG_LOG_WARN, "mcp", "background task failed: %s",
+                   lua_tostring(co, -1) ? lua_tostring(co, -1) : "error");
+    }
+    lg_luart_unref(rt);
+    return st;
+}
+
+static int mcp_access(lg_req_t *r, rlua_t *rl)
+{
+    lg_wrt_t *wrt = rl->wrt;
+    lua_State *L = lg_luart_state(wrt->rt);
+    int bi = 0;
+    for (size_t i = 0; i < r->route->nbackends; i++)
+        if (r->route->backends[i].kind == LG_BACKEND_MCP) {
+            bi = (int)i;
+            break;
+        }
+    rl->id = wrt->next_id++;
+    mcpio_t *io = lg_xcalloc(1, sizeof(*io));
+    io->r = r;
+    io->wrt = wrt;
+    rl->io = io;
+    io->owner = &rl->io;
+    lua_State *co = lua_newthread(L);                  /* co */
+    io->co = co;
+    io->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);       /* */
+    io->next = wrt->ios;
+    wrt->ios = io;
+    r->reason = "Upstream";
+    /* function and arguments on the coroutine's stack */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, wrt->glue_ref);
+    lua_getfield(co, -1, "mcp_handle");
+    lua_remove(co, -2);
+    lua_pushinteger(co, (lua_Integer)rl->id);
+    lua_pushinteger(co, r->route->index);
+    lua_pushinteger(co, bi);
+    lua_pushstring(co, http_method_str(r->method));
+    lua_pushlstring(co, r->path, r->path_len);
+    if (r->query)
+        lua_pushlstring(co, r->query, r->query_len);
+    else
+        lua_pushnil(co);
+    push_headers(co, r, 0);
+    if (r->body && evbuffer_get_length(r->body))
+        lua_pushlstring(co, (const char *)evbuffer_pullup(r->body, -1),
+                        evbuffer_get_length(r->body));
+    else
+        lua_pushnil(co);
+    /* io: a table of closures over a userdata pointing at io */
+    lua_createtable(co, 0, 4);
+    mcpio_t **pp = lua_newuserdatauv(co, sizeof(*pp), 0);
+    *pp = io;
+    luaL_setmetatable(co, MCPIO);
+    static const luaL_Reg fns[] = {{"respond", io_respond},
+                                   {"stream_start", io_stream_start},
+                                   {"stream_write", io_stream_write},
+                                   {"stream_end", io_stream_end},
+                                   {NULL, NULL}};
+    luaL_setfuncs(co, fns, 1);
+    lua_pushinteger(co, r->start_us);
+    if (r->traceparent[0])
+        lua_pushstring(co, r->traceparent);
+    else
+        lua_pushnil(co);
+    lg_req_hold(r);
+    lg_lapi_http_resume(co, 11);
+    lg_req_release(r);
+    return LG_DECLINED; /* the coroutine answers */
+}
+
 int lg_hooks_access(lg_req_t *r)
 {
     lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
@@ -603,6 +877,8 @@ int lg_hooks_access(lg_req_t *r)
         rl->rewrite = 1;
     if (wrt->llm[r->route->index])
         return llm_access(r, rl);
+    if (wrt->mcp[r->route->index])
+        return mcp_access(r, rl);
     return LG_OK;
 }
 
@@ -892,7 +1168,7 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
         lua_pushnil(L);
     push_fields(L, r, arg);
     lg_err_t err;
-    if (lg_luart_pcall(rt, 2, 4, "glue.log", &err) != LG_OK) {
+    if (lg_luart_pcall(rt, 2, 5, "glue.log", &err) != LG_OK) {
         lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
         lua_settop(L, top);
         return LG_ERR;
@@ -906,6 +1182,21 @@ void lg_hooks_req_free(lg_req_t *r)
 {
     rlua_t *rl = r->lua;
     if (rl) {
+        if (rl->io) {
+            mcpio_t *io = rl->io;
+            io->r = NULL;
+            if (io->co_ref != LUA_NOREF) {
+                /* the client left while the coroutine waits: stop its I/O and let it go */
+                lg_lapi_http_cancel(io->co);
+                lg_lapi_proc_cancel(io->co);
+                io_unlink(io);
+                luaL_unref(lg_luart_state(rl->rt), LUA_REGISTRYINDEX, io->co_ref);
+                io->co_ref = LUA_NOREF;
+            }
+            io->wrt = NULL; /* unlinked; the userdata's __gc frees it */
+            io->owner = NULL;
+            rl->io = NULL;
+        }
         if (rl->ev)
             event_free(rl->ev);
         if (rl->sse)

@@ -629,11 +629,39 @@ static void submit_spans(lua_State *L, lg_req_t *r, int st)
         lg_otlp_submit(cs);
 }
 
-/* After glue.log: stack has line, genai, custom, span. */
+static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
+{
+    const char *v[LG_METRICS_MCP_NLABELS + 32];
+    lua_getfield(L, m, "method");
+    v[0] = lua_tostring(L, -1);
+    if (!v[0]) {
+        lua_pop(L, 1);
+        return; /* only when a JSON-RPC method was seen */
+    }
+    lua_getfield(L, m, "resource_type");
+    lua_getfield(L, m, "target");
+    lua_getfield(L, m, "resource");
+    v[1] = lua_tostring(L, -3);
+    v[2] = lua_tostring(L, -2);
+    v[3] = lua_tostring(L, -1);
+    for (int i = 0; i < 5; i++)
+        v[4 + i] = lc->labels[5 + i];
+    for (size_t i = 0; i < ncustom; i++)
+        v[LG_METRICS_MCP_NLABELS + i] = lc->labels[LG_METRICS_HTTP_NLABELS + i];
+    lg_metrics_add(lg_metrics_shard(registry, r->w->id), std_ids.mcp_requests, v, 1);
+    lua_pop(L, 4);
+}
+
+/* After glue.log: stack has line, genai, custom, span, mcp. */
 static int consume(lua_State *L, lg_req_t *r, void *arg)
 {
     logctx_t *lc = arg;
-    int base = lua_gettop(L) - 3;
+    int base = lua_gettop(L) - 4;
+    if (lua_istable(L, base + 4)) {
+        lc->labels[1] = "mcp";
+        if (registry)
+            record_mcp(L, r, lc, base + 4);
+    }
     if (r->traced && lua_istable(L, base + 3))
         submit_spans(L, r, base + 3);
     size_t len;

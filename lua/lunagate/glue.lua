@@ -5,9 +5,11 @@
 -- request state lives in `reqs[id]`, keyed by an integer the C side allocates, so C never
 -- has to hold Lua tables; M.release(id) drops it.
 local llm = require "lunagate.llm"
+local mcp_ok, mcp = pcall(require, "lunagate.mcp")
 
 local M = {}
 
+local NULL_SENTINEL = require("lunagate.config").null
 local routes = {}      -- [route index + 1] = { route, listener, bind, backends = { [i] = backend|false } }
 local reqs = {}        -- [id] = { ctx = llm ctx, rec = record, events = {...}, ev = next event }
 local telemetry        -- lunagate.telemetry instance (access log, metrics, spans), if configured
@@ -57,6 +59,32 @@ function M.init(cfg)
                                 bi - 1, li - 1, ri - 1, i - 1, err)
                         end
                         entry.backends[i] = backend
+                    elseif be.kind == "mcp" then
+                        if not mcp_ok then return nil, "mcp: " .. tostring(mcp) end
+                        local pol = merge(r.policies, be.policies)
+                        local sconf = cfg.config and cfg.config.session or {}
+                        local mconf = cfg.config and cfg.config.mcp or {}
+                        local fwd
+                        if type(pol.backendAuth) == "table" and pol.backendAuth.passthrough then
+                            fwd = { "authorization" }
+                        end
+                        local backend, err = mcp.new_backend(be.mcp, pol, {
+                            session_key = sconf.key ~= nil and sconf.key ~= NULL_SENTINEL and sconf.key or os.getenv("SESSION_KEY"),
+                            session_ttl = (function()
+                                local d = mconf.sessionTtl
+                                if type(d) == "number" then return d end
+                                local ok, ms = pcall(require("lunagate.config").parse_duration, d)
+                                return ok and type(ms) == "number" and ms / 1000 or nil
+                            end)(),
+                            activation = function(rec) return require("lunagate.context").activation(rec) end,
+                            forward_headers = fwd,
+                        })
+                        if not backend then
+                            return nil, string.format("binds[%d].listeners[%d].routes[%d].backends[%d].%s",
+                                bi - 1, li - 1, ri - 1, i - 1, err)
+                        end
+                        entry.backends[i] = backend
+                        entry.mcp = true
                     else
                         entry.backends[i] = false
                     end
@@ -154,16 +182,17 @@ function M.log(id, c)
     for k, v in pairs(c) do
         if rec[k] == nil then rec[k] = v end
     end
-    if st then
+    if st and st.backend then
         pcall(st.backend.on_complete, st.backend, st.ctx, rec.end_us)
     end
     if rec.llm then
         rec.protocol = "llm"
     end
     if telemetry then
-        return telemetry:log(rec)
+        local line, genai, custom, span = telemetry:log(rec)
+        return line, genai, custom, span, rec.mcp
     end
-    return nil, rec.llm
+    return nil, rec.llm, nil, nil, rec.mcp
 end
 
 -- record(id) -> the request record (for plugins' log phase), or nil
@@ -213,12 +242,33 @@ function M.sample(method, path, headers)
     return 0
 end
 
+-- mcp_handle(id, ri, bi, method, path, query, headers, body, io, start_us, tp) -- the body
+-- of an MCP request's coroutine: runs backend:handle with the C-provided io object.
+function M.mcp_handle(id, ri, bi, method, path, query, headers, body, io, start_us, traceparent)
+    local entry = routes[ri + 1]
+    local backend = entry and entry.backends[bi + 1]
+    local rec = { start_us = start_us, protocol = "mcp", traceparent = traceparent }
+    reqs[id] = { rec = rec, mcp = backend }
+    if not backend then
+        return io.respond(500, { ["content-type"] = "application/json" },
+            '{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"no MCP backend"}}')
+    end
+    return backend:handle({ method = method, path = path, query = query, headers = headers, body = body },
+        rec, io)
+end
+
+-- is_mcp(route_index) -> true when the route has an `mcp:` backend
+function M.is_mcp(ri)
+    local entry = routes[ri + 1]
+    return entry and entry.mcp or false
+end
+
 -- is_llm(route_index) -> true when the route has an `ai:` backend
 function M.is_llm(ri)
     local entry = routes[ri + 1]
     if not entry then return false end
     for _, b in pairs(entry.backends) do
-        if b then return true end
+        if b and b.on_request then return true end
     end
     return false
 end
