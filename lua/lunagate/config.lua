@@ -1137,6 +1137,60 @@ function M.validate(spec, value, meta, filename, path, where)
     error(res, 0)
 end
 
+-- agentgateway's `mcp:` front door: a port (default 3000) serving the MCP backend at /mcp
+-- and /sse. It becomes one more bind, so everything downstream sees ordinary routes.
+-- Returns a shallow copy of tree with the bind added, or nil when there is no front door.
+local mcp_front_door
+local MCP_FRONT_KEYS = { port = true, policies = true, targets = true, statefulMode = true,
+                         prefixMode = true, failureMode = true, dnsRebindingProtection = true }
+
+mcp_front_door = function(tree, meta, filename)
+    local m = tree.mcp
+    if m == nil or is_null(m) then return nil end
+    local mm = meta[m] or {}
+    if type(m) ~= "table" then
+        return nil, string.format("%s:%d:%d: mcp: expected a mapping", filename,
+            mm.line or 1, mm.col or 1)
+    end
+    for k in pairs(m) do
+        if not MCP_FRONT_KEYS[k] then
+            local pos = mm.pos and mm.pos[k] or { mm.line or 1, mm.col or 1 }
+            local names = {}
+            for n in pairs(MCP_FRONT_KEYS) do names[#names + 1] = n end
+            local hint = M.suggest and M.suggest(k, names)
+            return nil, string.format("%s:%d:%d: mcp: unknown key '%s'%s", filename, pos[1],
+                pos[2], tostring(k), hint and (" (did you mean '" .. hint .. "'?)") or "")
+        end
+    end
+    local backend = {}
+    for k, v in pairs(m) do
+        if k ~= "port" and k ~= "policies" then backend[k] = v end
+    end
+    meta[backend] = mm
+    local copy = {}
+    for k, v in pairs(tree) do copy[k] = v end
+    local binds = {}
+    if type(tree.binds) == "table" then
+        for i, b in ipairs(tree.binds) do binds[i] = b end
+        meta[binds] = meta[tree.binds]
+    end
+    binds[#binds + 1] = {
+        port = m.port or 3000,
+        listeners = { {
+            name = "mcp",
+            routes = { {
+                name = "mcp",
+                matches = { { path = { pathPrefix = "/mcp" } }, { path = { pathPrefix = "/sse" } } },
+                policies = m.policies,
+                backends = { { mcp = backend } },
+            } },
+        } },
+    }
+    copy.binds = binds
+    copy.mcp = nil
+    return copy
+end
+
 -- Validates and normalises the whole config tree. Returns the normalised table or
 -- nil and a one-line error.
 function M.load(tree, meta, filename)
@@ -1150,7 +1204,11 @@ function M.load(tree, meta, filename)
         return nil, string.format("%s:1:1: expected a mapping at the top level, got %s",
             filename, typename(ctx, tree))
     end
-    return M.validate(ROOT, tree, meta, filename, "", { 1, 1 })
+    local front, ferr = mcp_front_door(tree, meta, filename)
+    if ferr then return nil, ferr end
+    local out, err = M.validate(ROOT, front or tree, meta, filename, "", { 1, 1 })
+    if out and front then out.mcp = nil end
+    return out, err
 end
 
 return M
