@@ -639,8 +639,16 @@ lg_conf_t *lg_conf_compile(lua_State *L, const char *filename, const char *text,
     if (grace && atoi(grace) > 5)
         c->drain_ms = (atoi(grace) - 5) * 1000;
 
+    int global_plugins = 0;
     if (gettable(L, top, "config")) {
         int t = lua_gettop(L);
+        if (gettable(L, t, "plugins")) {
+            if (gettable(L, -1, "global")) {
+                global_plugins = lua_rawlen(L, -1) > 0;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
         c->stats_addr = addr_or_off(L, t, "statsAddr", "0.0.0.0:15020");
         c->readiness_addr = addr_or_off(L, t, "readinessAddr", "0.0.0.0:15021");
         c->admin_addr = addr_or_off(L, t, "adminAddr", "127.0.0.1:15000");
@@ -754,6 +762,7 @@ lg_conf_t *lg_conf_compile(lua_State *L, const char *filename, const char *text,
                             lua_rawgeti(L, -1, (lua_Integer)k);
                             lg_route_t *r = &l->routes[l->nroutes++];
                             r->index = (int)c->nroutes++;
+                            r->needs_lua = global_plugins; /* config.plugins.global: every route */
                             int rc = read_route(L, lua_gettop(L), r, l->key, rpath, err);
                             lua_pop(L, 1);
                             if (rc != LG_OK) {

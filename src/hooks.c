@@ -113,6 +113,7 @@ typedef struct lg_wrt {
     int refs;           /* the worker's, plus one per request using it */
     int tracing;        /* config.tracing is set */
     int fast_log;       /* glue.fast_log(): 0 Lua, 1 text in C, 2 json in C, 3 none */
+    int needs_headers;  /* some expression reads request headers: put them in the record */
     double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
 } lg_wrt_t;
 
@@ -227,6 +228,12 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         return NULL;
     }
     lua_pop(L, 2);
+    if (!glue_get(wrt, "needs_headers")) {
+        lua_pop(L, 1);
+    } else if (lg_luart_pcall(rt, 0, 1, "glue.needs_headers", err) == LG_OK) {
+        wrt->needs_headers = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     if (!glue_get(wrt, "fast_log")) {
         lua_pop(L, 1);
     } else if (lg_luart_pcall(rt, 0, 1, "glue.fast_log", err) == LG_OK) {
@@ -1135,6 +1142,17 @@ void lg_hooks_log(lg_req_t *r)
     if (rl && rl->ev)
         evtimer_del(rl->ev);
     lg_runtime_log(r, rl ? (void *)rl : NULL);
+}
+
+/* Pushes the request headers into the record table at the top of L when an expression
+ * needs them. */
+void lg_hooks_push_request_headers(lua_State *L, lg_req_t *r)
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    if (!wrt || !wrt->needs_headers || !r->head)
+        return;
+    push_headers(L, r, 0);
+    lua_setfield(L, -2, "request_headers");
 }
 
 /* How the log line of `r` can be made: 1/2 in C (text/json), 3 none, 0 through Lua. */

@@ -201,7 +201,16 @@ static int set_path(lua_State *L)
     luaL_argcheck(L, len > 0 && p[0] == '/' && valid_header(p, len, 1) && !memchr(p, ' ', len),
                   1, "path must start with '/' and contain no spaces or line breaks");
     free(r->up_path);
-    r->up_path = lg_xstrndup(p, len);
+    if (!memchr(p, '?', len) && r->query) {
+        /* a new path without a query keeps the request's query */
+        r->up_path = lg_xmalloc(len + r->query_len + 2);
+        memcpy(r->up_path, p, len);
+        r->up_path[len] = '?';
+        memcpy(r->up_path + len + 1, r->query, r->query_len);
+        r->up_path[len + 1 + r->query_len] = '\0';
+    } else {
+        r->up_path = lg_xstrndup(p, len);
+    }
     return 0;
 }
 

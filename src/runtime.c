@@ -461,6 +461,7 @@ static void push_fields(lua_State *L, lg_req_t *r, void *arg)
         setint(L, "first_byte_us", r->start_us + (r->first_byte_mono - r->start_mono));
     lua_pushliteral(L, "http");
     lua_setfield(L, -2, "protocol");
+    lg_hooks_push_request_headers(L, r);
     if (r->traced) {
         char hex[33];
         lg_trace_hex(r->trace_id, 16, hex);

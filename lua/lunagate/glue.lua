@@ -205,6 +205,11 @@ function M.release(id)
     reqs[id] = nil
 end
 
+-- needs_headers() -> true when a configured expression reads request headers
+function M.needs_headers()
+    return telemetry and telemetry.needs_headers or false
+end
+
 -- fast_log() -> 0: every request goes through log() in Lua; 1: plain requests may be
 -- logged by the C core in the built-in text format; 2: same for json; 3: not logged at all.
 -- The C formatter writes exactly what plugins/logging/{text,json}.lua write for a record
