@@ -1,7 +1,7 @@
 -- prompt-guard.lua -- rejects chat requests whose prompt matches a configured pattern.
 -- Looks at messages[*].content (strings, or lists of {type = "text", text = ...} parts) and a
 -- top-level "prompt" string in a JSON body, and answers 400 with an OpenAI-shaped error.
--- An example of a drop-in plugin (config/examples/custom-plugin.yaml); see docs/plugins.md.
+-- An example of a drop-in plugin (config/examples/custom-plugin.yaml); see README.md, "Plugins".
 local lg = require "lunagate"
 
 local plugin = {

@@ -1,5 +1,5 @@
 -- request-hash.lua -- adds x-request-hash: sha256 of "<METHOD> <path>" to every response.
--- An example of a drop-in plugin (config/examples/custom-plugin.yaml); see docs/plugins.md.
+-- An example of a drop-in plugin (config/examples/custom-plugin.yaml); see README.md, "Plugins".
 local lg = require "lunagate"
 
 local plugin = {
