@@ -109,8 +109,7 @@ static int split_addr(const char *addr, char *host, size_t hsz, int *port)
 }
 
 static struct evhttp *serve(struct event_base *base, const char *what, const char *addr,
-                            void (*cb)(struct evhttp_request *, void *), void *arg,
-                            lg_err_t *err)
+                            void (*cb)(struct evhttp_request *, void *), void *arg, lg_err_t *err)
 {
     char host[128];
     int port;

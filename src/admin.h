@@ -12,9 +12,9 @@
 struct evbuffer;
 
 typedef struct lg_admin_ops {
-    int (*ready)(void *arg);                                 /* 1 when serving */
-    void (*config_dump)(void *arg, struct evbuffer *out);    /* JSON, secrets redacted */
-    void (*quit)(void *arg);                                 /* start a graceful stop */
+    int (*ready)(void *arg);                              /* 1 when serving */
+    void (*config_dump)(void *arg, struct evbuffer *out); /* JSON, secrets redacted */
+    void (*quit)(void *arg);                              /* start a graceful stop */
     /* renders metrics; returns the content type */
     const char *(*metrics)(void *arg, const char *accept, struct evbuffer *out);
     void *arg;

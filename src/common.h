@@ -20,8 +20,7 @@ typedef struct lg_err {
 
 /* Formats into `err` when it is non-NULL; always returns LG_ERR, so callers write
  *     return lg_err_set(err, 0, "listen port %d out of range", port); */
-int lg_err_set(lg_err_t *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int lg_err_set(lg_err_t *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 void *lg_xmalloc(size_t n);
 void *lg_xcalloc(size_t n, size_t size);
@@ -53,7 +52,7 @@ const char *lg_log_level_name(int level);
  * `buf` (at least 28 bytes). Returns the length written. */
 size_t lg_time_format(int64_t us, char *buf);
 
-#define LG_UNUSED(x) (void)(x)
+#define LG_UNUSED(x)     (void)(x)
 #define LG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

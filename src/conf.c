@@ -101,8 +101,8 @@ static void *compile_re(const char *pat, const char *what, lg_err_t *err)
     int code;
     PCRE2_SIZE off;
     /* Anchored at both ends, as the Gateway API's RegularExpression path match is. */
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code, &off,
-                                   NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code, &off, NULL);
     if (re == NULL) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof(msg));
@@ -842,8 +842,7 @@ static int kmatch(const lg_kmatch_t *km, const char *v, size_t vlen)
 }
 
 static int match_one(const lg_match_t *m, const char *method, size_t mlen, const char *path,
-                     size_t plen, const char *query, size_t qlen, lg_conf_header_cb *hdr,
-                     void *arg)
+                     size_t plen, const char *query, size_t qlen, lg_conf_header_cb *hdr, void *arg)
 {
     switch (m->path_kind) {
     case LG_MATCH_EXACT:
@@ -873,8 +872,7 @@ static int match_one(const lg_match_t *m, const char *method, size_t mlen, const
     for (size_t i = 0; i < m->nquery; i++) {
         const char *v;
         size_t vlen;
-        if (!query ||
-            !lg_query_param(query, qlen, m->query[i].name, m->query[i].nlen, &v, &vlen) ||
+        if (!query || !lg_query_param(query, qlen, m->query[i].name, m->query[i].nlen, &v, &vlen) ||
             !kmatch(&m->query[i], v, vlen))
             return 0;
     }
@@ -901,8 +899,7 @@ static int better(const lg_match_t *a, const lg_match_t *b)
 lg_route_t *lg_conf_select(lg_conf_t *c, int port, const char *host, size_t hlen,
                            const char *method, size_t mlen, const char *path, size_t plen,
                            const char *query, size_t qlen, lg_conf_header_cb *hdr, void *arg,
-                           lg_listener_t **listener, lg_bind_t **bindp,
-                           const lg_match_t **matched)
+                           lg_listener_t **listener, lg_bind_t **bindp, const lg_match_t **matched)
 {
     lg_bind_t *b = NULL;
     for (size_t i = 0; i < c->nbinds; i++)

@@ -61,10 +61,10 @@ typedef struct lg_backend {
     int weight;
     char *name; /* "host:port", as logged in `endpoint` */
     int tls;
-    char *sni;                /* backendTLS.hostname or host */
-    int insecure;             /* backendTLS.insecure */
-    struct ssl_ctx_st *ssl;   /* client context when tls */
-    int index;                /* position in the route's backends */
+    char *sni;              /* backendTLS.hostname or host */
+    int insecure;           /* backendTLS.insecure */
+    struct ssl_ctx_st *ssl; /* client context when tls */
+    int index;              /* position in the route's backends */
 } lg_backend_t;
 
 typedef struct lg_cors {
@@ -76,9 +76,9 @@ typedef struct lg_cors {
 } lg_cors_t;
 
 typedef struct lg_route {
-    char *name;      /* "route0" */
-    char *key;       /* "default/route0" */
-    char *full_key;  /* "bind/3000/listener0/default/route0": unique, used for plugin chains */
+    char *name;     /* "route0" */
+    char *key;      /* "default/route0" */
+    char *full_key; /* "bind/3000/listener0/default/route0": unique, used for plugin chains */
     char **hostnames;
     size_t nhostnames;
     lg_match_t *matches;
@@ -90,9 +90,9 @@ typedef struct lg_route {
     int direct_status;
     char *direct_body;
     size_t direct_body_len;
-    int request_timeout_ms;   /* 0: none */
-    int backend_timeout_ms;   /* 0: none */
-    int retry_attempts;       /* total attempts, >= 1 */
+    int request_timeout_ms; /* 0: none */
+    int backend_timeout_ms; /* 0: none */
+    int retry_attempts;     /* total attempts, >= 1 */
     int *retry_codes;
     size_t nretry_codes;
     int retry_backoff_ms;
@@ -148,8 +148,8 @@ typedef struct lg_conf {
 
 /* Compiles the normalised configuration at the top of L's stack (left there). Returns a
  * new lg_conf_t with refcnt 1, or NULL with err "path: message". `text` is copied. */
-lg_conf_t *lg_conf_compile(struct lua_State *L, const char *filename, const char *text,
-                           size_t len, lg_err_t *err);
+lg_conf_t *lg_conf_compile(struct lua_State *L, const char *filename, const char *text, size_t len,
+                           lg_err_t *err);
 lg_conf_t *lg_conf_ref(lg_conf_t *c);
 void lg_conf_unref(lg_conf_t *c); /* NULL is a no-op; frees at zero */
 
@@ -161,8 +161,7 @@ typedef const char *lg_conf_header_cb(void *arg, const char *name, size_t nlen, 
 lg_route_t *lg_conf_select(lg_conf_t *c, int port, const char *host, size_t hlen,
                            const char *method, size_t mlen, const char *path, size_t plen,
                            const char *query, size_t qlen, lg_conf_header_cb *hdr, void *arg,
-                           lg_listener_t **listener, lg_bind_t **bind,
-                           const lg_match_t **matched);
+                           lg_listener_t **listener, lg_bind_t **bind, const lg_match_t **matched);
 
 /* Finds a query parameter's (still percent-encoded) value. Returns 1 when found. */
 int lg_query_param(const char *q, size_t qlen, const char *name, size_t nlen, const char **v,

@@ -94,7 +94,6 @@ void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out)
         evbuffer_add_printf(out, "Access-Control-Expose-Headers: %s\r\n", cors->expose_headers);
 }
 
-
 /* ---- Per-worker Lua runtime ----
  * One lg_luart_t per worker, rebuilt on every configuration change. Requests hold a
  * reference to the runtime they started on, so a reload never pulls a state from under a
@@ -103,17 +102,17 @@ void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out)
 typedef struct lg_wrt {
     lg_luart_t *rt;
     lg_conf_t *conf;
-    int *chains;        /* per route index: plugin chain id or -1 */
-    char *llm;          /* per route index: 1 when the route has an ai backend */
-    char *mcp;          /* per route index: 1 when the route has an mcp backend */
-    struct mcpio *ios;  /* MCP requests whose coroutine is alive */
-    int glue_ref;       /* registry ref of the lunagate.glue module */
+    int *chains;       /* per route index: plugin chain id or -1 */
+    char *llm;         /* per route index: 1 when the route has an ai backend */
+    char *mcp;         /* per route index: 1 when the route has an mcp backend */
+    struct mcpio *ios; /* MCP requests whose coroutine is alive */
+    int glue_ref;      /* registry ref of the lunagate.glue module */
     uint64_t next_id;
-    SSL_CTX *tls;       /* client context for provider hosts (system roots) */
-    int refs;           /* the worker's, plus one per request using it */
-    int tracing;        /* config.tracing is set */
-    int fast_log;       /* glue.fast_log(): 0 Lua, 1 text in C, 2 json in C, 3 none */
-    int needs_headers;  /* some expression reads request headers: put them in the record */
+    SSL_CTX *tls;              /* client context for provider hosts (system roots) */
+    int refs;                  /* the worker's, plus one per request using it */
+    int tracing;               /* config.tracing is set */
+    int fast_log;              /* glue.fast_log(): 0 Lua, 1 text in C, 2 json in C, 3 none */
+    int needs_headers;         /* some expression reads request headers: put them in the record */
     double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
 } lg_wrt_t;
 
@@ -122,11 +121,11 @@ typedef struct rlua {
     lg_wrt_t *wrt;
     lg_luart_req_t lr;
     int chain;
-    uint64_t id;    /* glue request id, 0 when glue has no state for the request */
+    uint64_t id; /* glue request id, 0 when glue has no state for the request */
     int llm, rewrite, observe, local;
     struct mcpio *io;
     struct event *ev;
-    struct evbuffer *sse;  /* partial SSE event for body_filter plugins */
+    struct evbuffer *sse; /* partial SSE event for body_filter plugins */
     int sse_mode;
 } rlua_t;
 
@@ -163,8 +162,8 @@ static int glue_get(lg_wrt_t *wrt, const char *fn)
 {
     lua_State *L = lg_luart_state(wrt->rt);
     lua_rawgeti(L, LUA_REGISTRYINDEX, wrt->glue_ref); /* glue */
-    lua_getfield(L, -1, fn);                           /* glue fn */
-    lua_remove(L, -2);                                 /* fn */
+    lua_getfield(L, -1, fn);                          /* glue fn */
+    lua_remove(L, -2);                                /* fn */
     return lua_isfunction(L, -1);
 }
 
@@ -356,9 +355,9 @@ static void respond_exit(lg_req_t *r, lg_luart_exit_t *ex)
 static void internal_error(lg_req_t *r, const char *msg)
 {
     char m[160];
-    snprintf(m, sizeof(m), "%s (request id %016llx)", msg,
-             (unsigned long long)(((uint64_t)r->w->id << 48) ^ r->w->nrequests ^
-                                  (uint64_t)r->start_us));
+    snprintf(
+        m, sizeof(m), "%s (request id %016llx)", msg,
+        (unsigned long long)(((uint64_t)r->w->id << 48) ^ r->w->nrequests ^ (uint64_t)r->start_us));
     r->reason = "Internal";
     struct evbuffer *b = evbuffer_new();
     lg_json_error(b, m, "internal_error");
@@ -535,8 +534,8 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
     b->host = lg_xstrdup(lua_tostring(L, base + 1) ? lua_tostring(L, base + 1) : "");
     b->port = (int)lua_tointeger(L, base + 2);
     b->tls = lua_toboolean(L, base + 3);
-    b->sni = b->tls ? lg_xstrdup(lua_tostring(L, base + 4) ? lua_tostring(L, base + 4) : b->host)
-                    : NULL;
+    b->sni =
+        b->tls ? lg_xstrdup(lua_tostring(L, base + 4) ? lua_tostring(L, base + 4) : b->host) : NULL;
     b->ssl = b->tls ? wrt->tls : NULL;
     b->insecure = 0;
     char name[300];
@@ -585,8 +584,8 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
                     free(r->up_host);
                     r->up_host = lg_xstrndup(v, vl);
                 } else {
-                    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, nm,
-                                          nl, v, vl);
+                    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, nm, nl,
+                                          v, vl);
                 }
             }
             lua_pop(L, 1);
@@ -612,11 +611,11 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
  * nowhere. The resumer finishes the request when its coroutine returns. */
 
 typedef struct mcpio {
-    lg_req_t *r;      /* NULL once the request is gone */
-    lua_State *co;    /* the request's coroutine */
-    int co_ref;       /* keeps the coroutine alive */
+    lg_req_t *r;   /* NULL once the request is gone */
+    lua_State *co; /* the request's coroutine */
+    int co_ref;    /* keeps the coroutine alive */
     lg_wrt_t *wrt;
-    int started;      /* stream_start called */
+    int started;          /* stream_start called */
     struct mcpio **owner; /* the request's pointer to us, cleared by whoever goes first */
     struct mcpio *next;
 } mcpio_t;
@@ -811,9 +810,9 @@ static int mcp_access(lg_req_t *r, rlua_t *rl)
     io->wrt = wrt;
     rl->io = io;
     io->owner = &rl->io;
-    lua_State *co = lua_newthread(L);                  /* co */
+    lua_State *co = lua_newthread(L); /* co */
     io->co = co;
-    io->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);       /* */
+    io->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* */
     io->next = wrt->ios;
     wrt->ios = io;
     r->reason = "Upstream";

@@ -52,13 +52,13 @@ struct lg_req {
     char *up_path;   /* replaces path?query */
     char *up_method; /* replaces the method */
     int status_override;
-    char *up_host; /* replaces Host */
+    char *up_host;           /* replaces Host */
     lg_kv_t *extra, *rextra; /* extra request / response headers (owned by hooks) */
     size_t nextra, nrextra;
     char traceparent[64]; /* written to the upstream when sampled */
     /* tracing */
-    int traced;          /* a SERVER span will be exported */
-    int has_parent;      /* the client sent a valid traceparent */
+    int traced;     /* a SERVER span will be exported */
+    int has_parent; /* the client sent a valid traceparent */
     uint8_t trace_id[16], span_id[8], parent_id[8], client_span_id[8];
     uint8_t trace_flags;
 
@@ -107,20 +107,20 @@ void lg_lapi_header_change(lg_hslice_t *hdrs, size_t n, const char *base, lg_kv_
                            size_t vlen);
 
 /* hooks.c */
-int lg_hooks_cors_preflight(lg_req_t *r);          /* 1: answered */
+int lg_hooks_cors_preflight(lg_req_t *r); /* 1: answered */
 void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out);
-int lg_hooks_access(lg_req_t *r);                  /* LG_OK: continue; else answered */
-void lg_hooks_trace_start(lg_req_t *r);            /* sampling decision, ids, traceparent */
+int lg_hooks_access(lg_req_t *r);       /* LG_OK: continue; else answered */
+void lg_hooks_trace_start(lg_req_t *r); /* sampling decision, ids, traceparent */
 void lg_hooks_upstream_connected(lg_req_t *r);
-int lg_hooks_header_filter(lg_req_t *r);           /* LG_OK, or answered with an error */
-int lg_hooks_body_rewrites(lg_req_t *r);           /* 1: body passes through hooks */
+int lg_hooks_header_filter(lg_req_t *r); /* LG_OK, or answered with an error */
+int lg_hooks_body_rewrites(lg_req_t *r); /* 1: body passes through hooks */
 /* Body bytes in decoded mode (eof=1 with no data at the end); emits into out. */
 void lg_hooks_body(lg_req_t *r, const char *data, size_t len, int eof, struct evbuffer *out);
 /* Writes an error body in the client's API shape; returns 0 to use the default. */
 int lg_hooks_error_body(lg_req_t *r, int status, const char *msg, const char *type,
                         struct evbuffer *out);
 void lg_hooks_log(lg_req_t *r);
-int lg_hooks_body_observes(lg_req_t *r);     /* 1: body is relayed verbatim but inspected */
+int lg_hooks_body_observes(lg_req_t *r); /* 1: body is relayed verbatim but inspected */
 void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof);
 /* Builds a worker runtime for `conf` off-line to check plugins and LLM backends. */
 int lg_hooks_check(lg_conf_t *conf, lg_err_t *err);

@@ -32,10 +32,10 @@ static lg_metrics_shard_t *shard(lua_State *L)
     if (!m)
         return NULL;
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* loaded */
-    lua_getfield(L, -1, "lunagate");                       /* loaded lg */
+    lua_getfield(L, -1, "lunagate");                      /* loaded lg */
     int id = LG_METRICS_MAIN;
     if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "worker_id");                  /* loaded lg id */
+        lua_getfield(L, -1, "worker_id"); /* loaded lg id */
         if (lua_isinteger(L, -1))
             id = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
@@ -173,10 +173,10 @@ void lg_lapi_inject_metrics(lua_State *L)
     static const luaL_Reg fns[] = {
         {"counter", l_counter}, {"gauge", l_gauge}, {"histogram", l_histogram}, {NULL, NULL}};
     if (luaL_newmetatable(L, HANDLE)) { /* lg mt */
-        luaL_newlib(L, methods);       /* lg mt methods */
+        luaL_newlib(L, methods);        /* lg mt methods */
         lua_setfield(L, -2, "__index"); /* lg mt */
     }
-    lua_pop(L, 1);                      /* lg */
-    luaL_newlib(L, fns);                /* lg metrics */
-    lua_setfield(L, -2, "metrics");     /* lg */
+    lua_pop(L, 1);                  /* lg */
+    luaL_newlib(L, fns);            /* lg metrics */
+    lua_setfield(L, -2, "metrics"); /* lg */
 }

@@ -98,18 +98,18 @@ void lg_lapi_push_headers(lua_State *L, const char *base, lg_hslice_t *hdrs, siz
             char ch = base[h->noff + j];
             name[j] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
         }
-        lua_pushlstring(L, name, h->nlen);                 /* t name */
-        lua_pushvalue(L, -1);                               /* t name name */
-        lua_rawget(L, -3);                                  /* t name old */
+        lua_pushlstring(L, name, h->nlen); /* t name */
+        lua_pushvalue(L, -1);              /* t name name */
+        lua_rawget(L, -3);                 /* t name old */
         if (lua_isstring(L, -1)) {
             lua_pushliteral(L, ", ");
             lua_pushlstring(L, base + h->voff, h->vlen);
-            lua_concat(L, 3);                               /* t name joined */
+            lua_concat(L, 3); /* t name joined */
         } else {
             lua_pop(L, 1);
-            lua_pushlstring(L, base + h->voff, h->vlen);    /* t name value */
+            lua_pushlstring(L, base + h->voff, h->vlen); /* t name value */
         }
-        lua_rawset(L, -3);                                  /* t */
+        lua_rawset(L, -3); /* t */
     }
     for (size_t k = 0; k < nextra; k++) {
         size_t l = extra[k].nlen < sizeof(name) ? extra[k].nlen : sizeof(name) - 1;
@@ -188,8 +188,7 @@ static int clear_header(lua_State *L)
     lg_req_t *r = checkreq(L, LG_PHASE_ACCESS, "clear_header");
     size_t nlen;
     const char *name = luaL_checklstring(L, 1, &nlen);
-    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, name, nlen, NULL,
-                          0);
+    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, name, nlen, NULL, 0);
     return 0;
 }
 
@@ -198,8 +197,8 @@ static int set_path(lua_State *L)
     lg_req_t *r = checkreq(L, LG_PHASE_ACCESS, "set_path");
     size_t len;
     const char *p = luaL_checklstring(L, 1, &len);
-    luaL_argcheck(L, len > 0 && p[0] == '/' && valid_header(p, len, 1) && !memchr(p, ' ', len),
-                  1, "path must start with '/' and contain no spaces or line breaks");
+    luaL_argcheck(L, len > 0 && p[0] == '/' && valid_header(p, len, 1) && !memchr(p, ' ', len), 1,
+                  "path must start with '/' and contain no spaces or line breaks");
     free(r->up_path);
     if (!memchr(p, '?', len) && r->query) {
         /* a new path without a query keeps the request's query */
@@ -269,18 +268,17 @@ static const char json_helpers[] =
 
 void lg_lapi_inject_request(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"get_method", get_method}, {"get_path", get_path},
-                                   {"get_query", get_query},   {"get_header", get_header},
-                                   {"get_headers", get_headers}, {"set_header", set_header},
-                                   {"clear_header", clear_header}, {"set_path", set_path},
-                                   {"set_method", set_method}, {"get_body", get_body},
-                                   {"set_body", set_body},     {NULL, NULL}};
-    luaL_newlib(L, fns);                                           /* lg req */
+    static const luaL_Reg fns[] = {
+        {"get_method", get_method},     {"get_path", get_path},       {"get_query", get_query},
+        {"get_header", get_header},     {"get_headers", get_headers}, {"set_header", set_header},
+        {"clear_header", clear_header}, {"set_path", set_path},       {"set_method", set_method},
+        {"get_body", get_body},         {"set_body", set_body},       {NULL, NULL}};
+    luaL_newlib(L, fns); /* lg req */
     if (luaL_loadbuffer(L, json_helpers, sizeof(json_helpers) - 1, "=lapi_request") == LUA_OK) {
-        lua_pushvalue(L, -2);                                      /* lg req fn req */
-        lua_call(L, 1, 0);                                         /* lg req */
+        lua_pushvalue(L, -2); /* lg req fn req */
+        lua_call(L, 1, 0);    /* lg req */
     } else {
         lua_pop(L, 1);
     }
-    lua_setfield(L, -2, "request");                                /* lg */
+    lua_setfield(L, -2, "request"); /* lg */
 }

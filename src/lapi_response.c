@@ -49,8 +49,8 @@ static int set_status(lua_State *L)
 
 static int get_header(lua_State *L)
 {
-    lg_req_t *r = checkreq(L, LG_PHASE_HEADER_FILTER | LG_PHASE_BODY_FILTER | LG_PHASE_LOG,
-                           "get_header");
+    lg_req_t *r =
+        checkreq(L, LG_PHASE_HEADER_FILTER | LG_PHASE_BODY_FILTER | LG_PHASE_LOG, "get_header");
     size_t nlen;
     const char *name = luaL_checklstring(L, 1, &nlen);
     for (size_t k = 0; k < r->nrextra; k++)
@@ -71,10 +71,9 @@ static int get_header(lua_State *L)
 
 static int get_headers(lua_State *L)
 {
-    lg_req_t *r = checkreq(L, LG_PHASE_HEADER_FILTER | LG_PHASE_BODY_FILTER | LG_PHASE_LOG,
-                           "get_headers");
-    lg_lapi_push_headers(L, r->rhead ? r->rhead : "", r->rhdrs, r->nrhdrs, r->rextra,
-                         r->nrextra);
+    lg_req_t *r =
+        checkreq(L, LG_PHASE_HEADER_FILTER | LG_PHASE_BODY_FILTER | LG_PHASE_LOG, "get_headers");
+    lg_lapi_push_headers(L, r->rhead ? r->rhead : "", r->rhdrs, r->nrhdrs, r->rextra, r->nrextra);
     return 1;
 }
 
@@ -84,8 +83,9 @@ static int set_header(lua_State *L)
     size_t nlen, vlen;
     const char *name = luaL_checklstring(L, 1, &nlen);
     const char *value = luaL_checklstring(L, 2, &vlen);
-    luaL_argcheck(L, nlen > 0 && !memchr(name, '\n', nlen) && !memchr(name, '\r', nlen) &&
-                         !memchr(name, ':', nlen),
+    luaL_argcheck(L,
+                  nlen > 0 && !memchr(name, '\n', nlen) && !memchr(name, '\r', nlen) &&
+                      !memchr(name, ':', nlen),
                   1, "invalid header name");
     luaL_argcheck(L, !memchr(value, '\n', vlen) && !memchr(value, '\r', vlen), 2,
                   "invalid header value");
@@ -108,9 +108,9 @@ static int clear_header(lua_State *L)
 
 void lg_lapi_inject_response(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"get_status", get_status},   {"set_status", set_status},
-                                   {"get_header", get_header},   {"get_headers", get_headers},
-                                   {"set_header", set_header},   {"clear_header", clear_header},
+    static const luaL_Reg fns[] = {{"get_status", get_status},  {"set_status", set_status},
+                                   {"get_header", get_header},  {"get_headers", get_headers},
+                                   {"set_header", set_header},  {"clear_header", clear_header},
                                    {"exit", lg_luart_lua_exit}, {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "response");

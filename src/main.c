@@ -36,15 +36,14 @@ typedef struct app {
     struct event *sigterm, *sigint, *sighup, *watch;
 } app_t;
 
-static const char *usage =
-    "usage: lunagate [-f FILE | -c YAML] [--validate-only]\n"
-    "  -f, --file FILE       configuration file ('-' reads standard input)\n"
-    "  -c, --config YAML     inline configuration\n"
-    "      --validate-only   check the configuration and exit\n"
-    "  -V                    print the version\n"
-    "      --version         print build information as JSON\n"
-    "  -h, --help            this help\n"
-    "With neither -f nor -c, /config/config.yaml is used when it exists.\n";
+static const char *usage = "usage: lunagate [-f FILE | -c YAML] [--validate-only]\n"
+                           "  -f, --file FILE       configuration file ('-' reads standard input)\n"
+                           "  -c, --config YAML     inline configuration\n"
+                           "      --validate-only   check the configuration and exit\n"
+                           "  -V                    print the version\n"
+                           "      --version         print build information as JSON\n"
+                           "  -h, --help            this help\n"
+                           "With neither -f nor -c, /config/config.yaml is used when it exists.\n";
 
 /* Loads, validates and compiles configuration text. Returns LG_OK with *conf and *dump
  * set, or LG_ERR with err filled; on error nothing changes. */
@@ -207,12 +206,10 @@ static int nprocs(void)
 
 int main(int argc, char **argv)
 {
-    static struct option opts[] = {{"file", required_argument, 0, 'f'},
-                                   {"config", required_argument, 0, 'c'},
-                                   {"validate-only", no_argument, 0, 'v'},
-                                   {"version", no_argument, 0, 'J'},
-                                   {"help", no_argument, 0, 'h'},
-                                   {0, 0, 0, 0}};
+    static struct option opts[] = {
+        {"file", required_argument, 0, 'f'},    {"config", required_argument, 0, 'c'},
+        {"validate-only", no_argument, 0, 'v'}, {"version", no_argument, 0, 'J'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *file = NULL, *inline_conf = NULL;
     int validate = 0, c;
     app_t app;
@@ -221,16 +218,28 @@ int main(int argc, char **argv)
     memset(&app, 0, sizeof(app));
     while ((c = getopt_long(argc, argv, "f:c:Vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'f': file = optarg; break;
-        case 'c': inline_conf = optarg; break;
-        case 'v': validate = 1; break;
-        case 'V': printf("lunagate %s\n", LG_VERSION); return 0;
+        case 'f':
+            file = optarg;
+            break;
+        case 'c':
+            inline_conf = optarg;
+            break;
+        case 'v':
+            validate = 1;
+            break;
+        case 'V':
+            printf("lunagate %s\n", LG_VERSION);
+            return 0;
         case 'J':
             printf("{\"version\":\"%s\",\"lua\":\"%s\",\"libevent\":\"%s\"}\n", LG_VERSION,
                    LUA_RELEASE, event_get_version());
             return 0;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (optind < argc) {

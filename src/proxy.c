@@ -34,8 +34,8 @@
 #include "hooks.h"
 #include "runtime.h"
 
-#define OUT_HIGH (4 * 1024 * 1024) /* pause the upstream when this much waits for the client */
-#define OUT_LOW (256 * 1024)
+#define OUT_HIGH        (4 * 1024 * 1024) /* pause the upstream when this much waits for the client */
+#define OUT_LOW         (256 * 1024)
 #define WRITE_TIMEOUT_S 60
 
 typedef struct lg_conn lg_conn_t;
@@ -160,34 +160,62 @@ void lg_json_error(struct evbuffer *out, const char *message, const char *type)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -196,12 +224,18 @@ static const char *reason_phrase(int status)
 static int is_hop_by_hop(const char *n, size_t l)
 {
     switch (l) {
-    case 2: return strncasecmp(n, "te", 2) == 0;
-    case 7: return strncasecmp(n, "trailer", 7) == 0 || strncasecmp(n, "upgrade", 7) == 0;
-    case 10: return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
-    case 16: return strncasecmp(n, "proxy-connection", 16) == 0;
-    case 17: return strncasecmp(n, "transfer-encoding", 17) == 0;
-    default: return 0;
+    case 2:
+        return strncasecmp(n, "te", 2) == 0;
+    case 7:
+        return strncasecmp(n, "trailer", 7) == 0 || strncasecmp(n, "upgrade", 7) == 0;
+    case 10:
+        return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
+    case 16:
+        return strncasecmp(n, "proxy-connection", 16) == 0;
+    case 17:
+        return strncasecmp(n, "transfer-encoding", 17) == 0;
+    default:
+        return 0;
     }
 }
 
@@ -281,8 +315,7 @@ void lg_req_respond(lg_req_t *r, int status, const char *ctype, const char *body
 {
     lg_conn_t *c = r->conn;
     struct evbuffer *out = evbuffer_new();
-    int keep = r->keepalive && !c->w->draining && status != 400 && status != 413 &&
-               status != 431;
+    int keep = r->keepalive && !c->w->draining && status != 400 && status != 413 && status != 431;
     r->status = status;
     r->resp_head_sent = 1;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
@@ -609,10 +642,10 @@ static void dispatch(lg_req_t *r)
     lg_conn_t *c = r->conn;
     const lg_match_t *matched = NULL;
     r->dispatched = 1;
-    r->route = lg_conf_select(r->conf, c->port, r->host, r->hostname_len,
-                              http_method_str(r->method), strlen(http_method_str(r->method)),
-                              r->path, r->path_len, r->query, r->query_len, hdr_cb, r,
-                              &r->listener, &r->bind, &matched);
+    r->route =
+        lg_conf_select(r->conf, c->port, r->host, r->hostname_len, http_method_str(r->method),
+                       strlen(http_method_str(r->method)), r->path, r->path_len, r->query,
+                       r->query_len, hdr_cb, r, &r->listener, &r->bind, &matched);
     if (!r->route) {
         respond_error(r, 404, "NotFound", "no route matched the request", "not_found_error");
         return;
@@ -736,8 +769,8 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         if (pl > 0 && rt->rewrite_prefix[pl - 1] == '/')
             pl--;
         evbuffer_add_printf(out, "%s %.*s%.*s%s%s%.*s HTTP/1.1\r\n", m, (int)pl, rt->rewrite_prefix,
-                            (int)rl, rest, (pl == 0 && rl == 0) ? "/" : "",
-                            r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
+                            (int)rl, rest, (pl == 0 && rl == 0) ? "/" : "", r->query ? "?" : "",
+                            (int)r->query_len, r->query ? r->query : "");
     } else {
         evbuffer_add(out, m, strlen(m));
         evbuffer_add(out, " ", 1);
@@ -781,10 +814,10 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         evbuffer_add(out, "\r\n", 2);
     }
     if (!host_done)
-        evbuffer_add_printf(out, "Host: %s\r\n",
-                            r->up_host ? r->up_host
-                                       : (rt->rewrite_authority ? rt->rewrite_authority
-                                                                : r->backend->name));
+        evbuffer_add_printf(
+            out, "Host: %s\r\n",
+            r->up_host ? r->up_host
+                       : (rt->rewrite_authority ? rt->rewrite_authority : r->backend->name));
     for (size_t i = 0; i < r->nextra; i++)
         evbuffer_add_printf(out, "%s: %s\r\n", r->extra[i].name, r->extra[i].value);
     mod_append(out, rt->req_hdr);
@@ -793,8 +826,7 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         evbuffer_add_printf(out, "traceparent: %s\r\n", r->traceparent);
     size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
     if (blen > 0 || r->has_cl || r->chunked_req || r->method == HTTP_POST ||
-        r->method == HTTP_PUT || r->method == HTTP_PATCH)
-    {
+        r->method == HTTP_PUT || r->method == HTTP_PATCH) {
         char cl[48];
         int n = snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", blen);
         evbuffer_add(out, cl, (size_t)n);
@@ -970,8 +1002,8 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
 {
     lg_conn_t *c = r->conn;
     const lg_route_t *rt = r->route;
-    int no_body = r->method == HTTP_HEAD || r->status == 204 || r->status == 304 ||
-                  r->status / 100 == 1;
+    int no_body =
+        r->method == HTTP_HEAD || r->status == 204 || r->status == 304 || r->status / 100 == 1;
     int client11 = r->vmajor == 1 && r->vminor >= 1;
     int rewrite = lg_hooks_body_rewrites(r);
     r->observe = !rewrite && lg_hooks_body_observes(r);

@@ -75,10 +75,10 @@ lua_State *lg_runtime_new_state(lg_err_t *err)
         return NULL;
     }
     luaL_openlibs(L);
-    lua_getglobal(L, "package");                       /* package */
+    lua_getglobal(L, "package"); /* package */
     lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/plugins/?.lua", home, home, home);
-    lua_setfield(L, -2, "path");                       /* package */
-    lua_getfield(L, -1, "preload");                    /* package preload */
+    lua_setfield(L, -2, "path");    /* package */
+    lua_getfield(L, -1, "preload"); /* package preload */
     lua_pushcfunction(L, luaopen_cjson);
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_lunagate_yaml);
@@ -161,7 +161,8 @@ static int start_metrics(lua_State *L, int cfg, int nworkers, lg_err_t *err)
             size_t n = lua_rawlen(L, -1);
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, -1, (lua_Integer)i);
-                if (lua_isstring(L, -1) && lg_metrics_remove(registry, lua_tostring(L, -1)) != LG_OK)
+                if (lua_isstring(L, -1) &&
+                    lg_metrics_remove(registry, lua_tostring(L, -1)) != LG_OK)
                     lg_log(LG_LOG_WARN, "metrics", "config.metrics.remove: no metric named '%s'",
                            lua_tostring(L, -1));
                 lua_pop(L, 1);
@@ -183,8 +184,8 @@ void lg_runtime_plugin_error(lg_worker_t *w, const char *plugin)
     if (!registry)
         return;
     const char *v[1] = {plugin};
-    lg_metrics_add(lg_metrics_shard(registry, w ? w->id : LG_METRICS_MAIN), std_ids.lua_plugin_errors,
-                   v, 1);
+    lg_metrics_add(lg_metrics_shard(registry, w ? w->id : LG_METRICS_MAIN),
+                   std_ids.lua_plugin_errors, v, 1);
 }
 
 void lg_runtime_reload_outcome(int ok)
@@ -280,8 +281,7 @@ static int start_tracing(lua_State *L, int conf, int cfgt, lg_err_t *err)
             if (lua_type(L, -2) == LUA_TSTRING && lua_isstring(L, -1)) {
                 size_t kl = strlen(lua_tostring(L, -2)), vl = strlen(lua_tostring(L, -1));
                 hdrs[nh] = lg_xmalloc(kl + vl + 3);
-                snprintf(hdrs[nh], kl + vl + 3, "%s: %s", lua_tostring(L, -2),
-                         lua_tostring(L, -1));
+                snprintf(hdrs[nh], kl + vl + 3, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
                 nh++;
             }
             lua_pop(L, 1);
@@ -565,8 +565,8 @@ static void submit_spans(lua_State *L, lg_req_t *r, int st)
     sp->kind = LG_SPAN_KIND_SERVER;
     sp->start_ns = (uint64_t)r->start_us * 1000;
     sp->end_ns = (uint64_t)r->end_us * 1000;
-    sp->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | (r->has_parent ? LG_SPAN_FLAG_IS_REMOTE : 0) |
-                r->trace_flags;
+    sp->flags =
+        LG_SPAN_FLAG_HAS_IS_REMOTE | (r->has_parent ? LG_SPAN_FLAG_IS_REMOTE : 0) | r->trace_flags;
     size_t tsl;
     const char *ts = lg_req_header(r, "tracestate", 10, &tsl);
     if (ts)
@@ -611,9 +611,9 @@ static void submit_spans(lua_State *L, lg_req_t *r, int st)
         cs->end_ns = (uint64_t)r->end_us * 1000;
         cs->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | r->trace_flags;
         char cn[300];
-        int cl = snprintf(cn, sizeof(cn), "%s %s",
-                          r->up_method ? r->up_method : http_method_str(r->method),
-                          r->backend->name);
+        int cl =
+            snprintf(cn, sizeof(cn), "%s %s",
+                     r->up_method ? r->up_method : http_method_str(r->method), r->backend->name);
         lg_span_set_name(cs, cn, (size_t)cl);
         lg_span_attr_str(cs, "http.request.method", cn, strcspn(cn, " "));
         lg_span_attr_str(cs, "server.address", r->backend->host, strlen(r->backend->host));
@@ -698,7 +698,9 @@ static int consume(lua_State *L, lg_req_t *r, void *arg)
         gl[5 + i] = lc->labels[5 + i];
     for (size_t i = 0; i < ncustom; i++)
         gl[LG_METRICS_TOKEN_NLABELS + i] = lc->labels[LG_METRICS_HTTP_NLABELS + i];
-    static const struct { const char *field, *type; } tokens[] = {
+    static const struct {
+        const char *field, *type;
+    } tokens[] = {
         {"input_tokens", "input"},
         {"output_tokens", "output"},
         {"cached_input_tokens", "input_cache_read"},
@@ -729,9 +731,9 @@ static int consume(lua_State *L, lg_req_t *r, void *arg)
  * Same bytes as plugins/logging/text.lua and json.lua for a request that has no LLM, MCP
  * or plugin fields, so the plain path never enters Lua. */
 
-static const char *const secret_params[] = {"key", "api_key", "apikey", "api-key", "x-api-key",
-                                            "x-goog-api-key", "access_token", "token",
-                                            "client_secret", "password", "sig"};
+static const char *const secret_params[] = {
+    "key",          "api_key", "apikey",        "api-key",  "x-api-key", "x-goog-api-key",
+    "access_token", "token",   "client_secret", "password", "sig"};
 
 typedef struct lbuf {
     char *p;
@@ -788,8 +790,12 @@ static void lb_json(lbuf_t *b, const char *s, size_t n)
             i++;
         } else if (c < 0x20 || c == 0x7f) {
             char e[8];
-            const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t"
-                              : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+            const char *named = c == '\n'   ? "\\n"
+                                : c == '\r' ? "\\r"
+                                : c == '\t' ? "\\t"
+                                : c == '\b' ? "\\b"
+                                : c == '\f' ? "\\f"
+                                            : NULL;
             if (named)
                 lb_add(b, named, 2);
             else
@@ -862,8 +868,13 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
     size_t tl = lg_time_format(r->end_us, ts);
     const char *method = r->up_method ? r->up_method : http_method_str(r->method);
     const char *version = r->vminor == 0 ? "HTTP/1.0" : "HTTP/1.1";
-    const char *err = r->error ? r->error : (r->client_gone && !r->resp_done ? "client disconnected" : NULL);
-    typedef struct { const char *k, *v; size_t n; int kind; } fld_t;
+    const char *err =
+        r->error ? r->error : (r->client_gone && !r->resp_done ? "client disconnected" : NULL);
+    typedef struct {
+        const char *k, *v;
+        size_t n;
+        int kind;
+    } fld_t;
     fld_t f[16];
     int nf = 0;
 #define FIELD(key, val, len, kd) f[nf++] = (fld_t){key, val, len, kd}
@@ -950,11 +961,17 @@ void lg_runtime_log(lg_req_t *r, void *rl)
         logctx_t lc;
         char status[8];
         snprintf(status, sizeof(status), "%d", r->status);
-        const char *labels[LG_METRICS_HTTP_NLABELS] = {
-            r->backend ? r->backend->name : NULL, "http",
-            r->up_method ? r->up_method : http_method_str(r->method), status, r->reason,
-            r->bind ? r->bind->key : NULL, "default/default",
-            r->listener ? r->listener->name : NULL, r->route ? r->route->key : NULL, NULL};
+        const char *labels[LG_METRICS_HTTP_NLABELS] = {r->backend ? r->backend->name : NULL,
+                                                       "http",
+                                                       r->up_method ? r->up_method
+                                                                    : http_method_str(r->method),
+                                                       status,
+                                                       r->reason,
+                                                       r->bind ? r->bind->key : NULL,
+                                                       "default/default",
+                                                       r->listener ? r->listener->name : NULL,
+                                                       r->route ? r->route->key : NULL,
+                                                       NULL};
         if (fast == 1 || fast == 2)
             fast_log(r, fast == 2);
         memcpy(lc.labels, labels, sizeof(labels));

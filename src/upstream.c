@@ -16,11 +16,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define POOL_BUCKETS 64
+#define POOL_BUCKETS  64
 #define POOL_MAX_IDLE 512        /* per key */
-#define POOL_IDLE_US 90000000LL  /* poolIdleTimeout default: 90 s */
-#define DNS_TTL_US 30000000LL
-#define DNS_CACHE 64
+#define POOL_IDLE_US  90000000LL /* poolIdleTimeout default: 90 s */
+#define DNS_TTL_US    30000000LL
+#define DNS_CACHE     64
 
 enum { ST_RESOLVING = 1, ST_CONNECTING, ST_BUSY, ST_IDLE };
 
@@ -261,8 +261,7 @@ static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
         if (e) {
             char es[200];
             ERR_error_string_n(e, es, sizeof(es));
-            snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s", uc->_backend->name,
-                     es);
+            snprintf(msg, sizeof(msg), "TLS handshake with %s failed: %s", uc->_backend->name, es);
         } else {
             int err = EVUTIL_SOCKET_ERROR();
             snprintf(msg, sizeof(msg), "connect to %s failed: %s", uc->_backend->name,
@@ -381,8 +380,8 @@ lg_upconn_t *lg_upstream_acquire(lg_upool_t *p, const lg_backend_t *b, int conne
                                  lg_upstream_ready_cb *cb, void *arg, lg_err_t *err)
 {
     char key[512];
-    snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", b->host, b->port, b->tls,
-             b->sni ? b->sni : "", (void *)b->ssl);
+    snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", b->host, b->port, b->tls, b->sni ? b->sni : "",
+             (void *)b->ssl);
     bucket_t *bk = find_bucket(p, key, 0);
     int64_t now = lg_mono_us();
     while (bk && bk->idle) {

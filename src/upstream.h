@@ -26,8 +26,8 @@ struct lg_upconn {
     struct bufferevent *bev; /* valid when connected */
     int reused;              /* came from the idle pool (may be stale) */
     int tls;
-    int64_t connect_us;      /* time taken to connect, 0 when reused */
-    char addr[64];           /* peer "ip:port" */
+    int64_t connect_us; /* time taken to connect, 0 when reused */
+    char addr[64];      /* peer "ip:port" */
     /* private */
     lg_upool_t *_pool;
     char *_key;

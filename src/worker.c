@@ -113,8 +113,8 @@ static void prune_listeners(lg_worker_t *w)
             struct sockaddr_storage ss;
             socklen_t sl = sizeof(ss);
             int fd;
-            while ((fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
-                                 SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+            while ((fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC)) >=
+                   0) {
                 struct ssl_ctx_st *ssl = NULL;
                 for (size_t k = 0; k < w->conf->nbinds; k++)
                     if (w->conf->binds[k].port == w->listeners[i].port)

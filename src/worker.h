@@ -41,10 +41,10 @@ typedef struct lg_worker {
     void *metrics; /* lg_metrics_shard_t * once metrics are wired */
 
     pthread_mutex_t mu;
-    lg_conf_t *pending;  /* next configuration, handed over by main */
+    lg_conf_t *pending; /* next configuration, handed over by main */
     int stop_requested;
-    int stopped;         /* set by the worker when its loop has exited */
-    int running;         /* set once the worker's runtime is built and its loop runs */
+    int stopped; /* set by the worker when its loop has exited */
+    int running; /* set once the worker's runtime is built and its loop runs */
 } lg_worker_t;
 
 /* Creates `n` workers on `conf` (borrowed; each takes a reference) and binds their

@@ -53,7 +53,8 @@ function M.init(cfg)
                 for i, be in ipairs(r.backends or {}) do
                     if be.kind == "ai" then
                         local pol = merge(r.policies, be.policies)
-                        local backend, err = llm.new_backend(be.ai, pol, { clock = now_us, capture = capture })
+                        local backend, err = llm.new_backend(be.ai, pol,
+                            { clock = now_us, capture = capture })
                         if not backend then
                             return nil, string.format("binds[%d].listeners[%d].routes[%d].backends[%d].%s",
                                 bi - 1, li - 1, ri - 1, i - 1, err)
@@ -69,12 +70,13 @@ function M.init(cfg)
                             fwd = { "authorization" }
                         end
                         local backend, err = mcp.new_backend(be.mcp, pol, {
-                            session_key = sconf.key ~= nil and sconf.key ~= NULL_SENTINEL and sconf.key or os.getenv("SESSION_KEY"),
+                            session_key = (sconf.key ~= nil and sconf.key ~= NULL_SENTINEL) and sconf.key
+                                or os.getenv("SESSION_KEY"),
                             session_ttl = (function()
                                 local d = mconf.sessionTtl
                                 if type(d) == "number" then return d end
-                                local ok, ms = pcall(require("lunagate.config").parse_duration, d)
-                                return ok and type(ms) == "number" and ms / 1000 or nil
+                                local okd, ms = pcall(require("lunagate.config").parse_duration, d)
+                                return okd and type(ms) == "number" and ms / 1000 or nil
                             end)(),
                             activation = function(rec) return require("lunagate.context").activation(rec) end,
                             forward_headers = fwd,

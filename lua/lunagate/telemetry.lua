@@ -47,7 +47,8 @@ function M.new(cfg)
     -- access log
     local ok, accesslog = pcall(require, "lunagate.accesslog")
     if ok and type(accesslog) == "table" and accesslog.new then
-        local logger, err = accesslog.new(conf.logging or {}, { plugin_paths = conf.plugins and conf.plugins.paths })
+        local logger, err = accesslog.new(conf.logging or {},
+            { plugin_paths = conf.plugins and conf.plugins.paths })
         if not logger then return nil, "config.logging: " .. tostring(err) end
         t.logger = logger
         add_refs(t.refs, logger)
@@ -83,7 +84,7 @@ local empty = {}
 
 -- log(rec) -> line | nil, genai | nil, custom label values | nil, span attributes | nil
 function M:log(rec)
-    local act
+    local act = nil
     local line
     if self.logger then
         line = self.logger:line(rec)
