@@ -890,6 +890,27 @@ int lg_hooks_access(lg_req_t *r)
 
 /* ---- Tracing ---- */
 
+/* Evaluates the CEL randomSampling (client = 0) or clientSampling (1) expression on what is
+ * known when the request head has arrived. */
+static double cel_sample(lg_wrt_t *wrt, lg_req_t *r, int client)
+{
+    lua_State *L = lg_luart_state(wrt->rt);
+    double p = 0;
+    if (!glue_get(wrt, "sample")) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushstring(L, http_method_str(r->method));
+    lua_pushlstring(L, r->path, r->path_len);
+    push_headers(L, r, 0);
+    lua_pushboolean(L, client);
+    if (glue_call(wrt, 4, 1, "glue.sample") == LG_OK) {
+        p = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    return p;
+}
+
 void lg_hooks_trace_start(lg_req_t *r)
 {
     lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
@@ -902,24 +923,14 @@ void lg_hooks_trace_start(lg_req_t *r)
         parent = &tp;
         r->has_parent = 1;
     }
-    double random_p = wrt->random_p;
-    if (random_p < 0) {
-        /* randomSampling is a CEL expression: evaluated on what is known at this point */
-        lua_State *L = lg_luart_state(wrt->rt);
-        random_p = 0;
-        if (!glue_get(wrt, "sample")) {
-            lua_pop(L, 1);
-        } else {
-            lua_pushstring(L, http_method_str(r->method));
-            lua_pushlstring(L, r->path, r->path_len);
-            push_headers(L, r, 0);
-            if (glue_call(wrt, 3, 1, "glue.sample") == LG_OK) {
-                random_p = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : lua_toboolean(L, -1);
-                lua_pop(L, 1);
-            }
-        }
-    }
-    int sampled = lg_trace_sample(parent, wrt->client_p, random_p);
+    double random_p = wrt->random_p, client_p = wrt->client_p;
+    if (random_p < 0 && !parent)
+        random_p = cel_sample(wrt, r, 0);
+    if (client_p < 0)
+        client_p = parent ? cel_sample(wrt, r, 1) : 0;
+    if (random_p < 0)
+        random_p = cel_sample(wrt, r, 0); /* a parent that the client draw rejects */
+    int sampled = lg_trace_sample(parent, client_p, random_p);
     if (!sampled)
         return; /* an incoming traceparent passes through untouched */
     r->traced = 1;

@@ -240,6 +240,15 @@ static int start_tracing(lua_State *L, int conf, int cfgt, lg_err_t *err)
         }
     }
     int t = lua_gettop(L);
+    /* presets' default protocol, "500ms" intervals, host: -- as lunagate.tracing reads them */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lunagate.tracing");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "resolve");
+        lua_pushvalue(L, t);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1))
+            t = lua_gettop(L);
+    }
     lg_otlp_opts_t o;
     memset(&o, 0, sizeof(o));
     char endpoint[512] = "";
@@ -528,7 +537,8 @@ static void span_attr(lg_span_t *sp, lua_State *L, int e)
                 }
                 lg_span_attr_int_array(sp, key, iv, n);
                 free(iv);
-            } else {
+            } else if (n <= 65536 && lua_checkstack(L, (int)n + 1)) {
+                /* the strings stay on the stack until lg_span_attr_str_array copied them */
                 const char **sv = lg_xcalloc(n + 1, sizeof(char *));
                 for (size_t i = 0; i < n; i++) {
                     lua_rawgeti(L, v, (lua_Integer)i + 1);

@@ -234,13 +234,14 @@ function M.sampling()
     local tr = telemetry and telemetry.tracer
     if not tr then return false, 0, 1 end
     local s = tr:sampling()
-    M.random_cel = s.random_cel
-    return true, s.random_cel and -1 or (s.random or 0), s.client or 1
+    M.random_cel, M.client_cel = s.random_cel, s.client_cel
+    return true, s.random_cel and -1 or (s.random or 0), s.client_cel and -1 or (s.client or 1)
 end
 
--- sample(method, path, headers) -> probability from a CEL randomSampling expression
-function M.sample(method, path, headers)
-    local prog = M.random_cel
+-- sample(method, path, headers, client) -> probability from the CEL randomSampling (or,
+-- with client = true, clientSampling) expression
+function M.sample(method, path, headers, client)
+    local prog = client and M.client_cel or M.random_cel
     if not prog then return 0 end
     local context = require "lunagate.context"
     local v = prog:eval(context.activation({ method = method, path = path, request_headers = headers }))
