@@ -113,6 +113,7 @@ typedef struct lg_wrt {
     int tracing;               /* config.tracing is set */
     int fast_log;              /* glue.fast_log(): 0 Lua, 1 text in C, 2 json in C, 3 none */
     int needs_headers;         /* some expression reads request headers: put them in the record */
+    int user_log_code;         /* logging.format names a user plugin: run it under the budget */
     double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
 } lg_wrt_t;
 
@@ -170,7 +171,8 @@ static int glue_get(lg_wrt_t *wrt, const char *fn)
 static int glue_call(lg_wrt_t *wrt, int nargs, int nres, const char *what)
 {
     lg_err_t err;
-    if (lg_luart_pcall(wrt->rt, nargs, nres, what, &err) != LG_OK) {
+    /* glue, providers and telemetry are ours: no instruction budget (user plugins keep it) */
+    if (lg_luart_pcall_trusted(wrt->rt, nargs, nres, what, &err) != LG_OK) {
         lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
         return LG_ERR;
     }
@@ -231,6 +233,12 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         lua_pop(L, 1);
     } else if (lg_luart_pcall(rt, 0, 1, "glue.needs_headers", err) == LG_OK) {
         wrt->needs_headers = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    if (!glue_get(wrt, "user_log_code")) {
+        lua_pop(L, 1);
+    } else if (lg_luart_pcall(rt, 0, 1, "glue.user_log_code", err) == LG_OK) {
+        wrt->user_log_code = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
     if (!glue_get(wrt, "fast_log")) {
@@ -1196,7 +1204,10 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
         lua_pushnil(L);
     push_fields(L, r, arg);
     lg_err_t err;
-    if (lg_luart_pcall(rt, 2, 5, "glue.log", &err) != LG_OK) {
+    /* a user log-format plugin is user code: it runs under the budget */
+    int rc = gw->user_log_code ? lg_luart_pcall(rt, 2, 5, "glue.log", &err)
+                               : lg_luart_pcall_trusted(rt, 2, 5, "glue.log", &err);
+    if (rc != LG_OK) {
         lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
         lua_settop(L, top);
         return LG_ERR;

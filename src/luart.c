@@ -240,15 +240,17 @@ static void plugin_failed(lg_luart_t *rt, int plugin, int phase, const char *msg
 /* Calls the function below nargs arguments with the traceback handler and budget.
  * Returns LG_OK (results on the stack), LG_DECLINED (an exit; nothing left) or LG_ERR (error
  * message left on the stack; memory errors leave "not enough memory"). */
-static int protected_call(lg_luart_t *rt, int nargs, int nresults)
+static int protected_call_budget(lg_luart_t *rt, int nargs, int nresults, int budget)
 {
     lua_State *L = rt->L;
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, msgh);
     lua_insert(L, base);
-    budget_arm(rt);
+    if (budget)
+        budget_arm(rt);
     int st = lua_pcall(L, nargs, nresults, base);
-    budget_disarm(rt);
+    if (budget)
+        budget_disarm(rt);
     lua_remove(L, base);
     if (st == LUA_OK)
         return LG_OK;
@@ -262,9 +264,15 @@ static int protected_call(lg_luart_t *rt, int nargs, int nresults)
     return LG_ERR;
 }
 
-int lg_luart_pcall(lg_luart_t *rt, int nargs, int nresults, const char *what, lg_err_t *err)
+static int protected_call(lg_luart_t *rt, int nargs, int nresults)
 {
-    int rc = protected_call(rt, nargs, nresults);
+    return protected_call_budget(rt, nargs, nresults, 1);
+}
+
+static int pcall_common(lg_luart_t *rt, int nargs, int nresults, const char *what,
+                        lg_err_t *err, int budget)
+{
+    int rc = protected_call_budget(rt, nargs, nresults, budget);
     if (rc == LG_OK)
         return LG_OK;
     if (rc == LG_DECLINED)
@@ -273,6 +281,17 @@ int lg_luart_pcall(lg_luart_t *rt, int nargs, int nresults, const char *what, lg
     one_line(lua_tostring(rt->L, -1) ? lua_tostring(rt->L, -1) : "?", line, sizeof(line));
     lua_pop(rt->L, 1);
     return lg_err_set(err, 0, "%s: %s", what, line);
+}
+
+int lg_luart_pcall(lg_luart_t *rt, int nargs, int nresults, const char *what, lg_err_t *err)
+{
+    return pcall_common(rt, nargs, nresults, what, err, 1);
+}
+
+int lg_luart_pcall_trusted(lg_luart_t *rt, int nargs, int nresults, const char *what,
+                           lg_err_t *err)
+{
+    return pcall_common(rt, nargs, nresults, what, err, 0);
 }
 
 /* ---- ctx ---- */

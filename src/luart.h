@@ -136,6 +136,12 @@ void lg_luart_log(lg_luart_t *rt, int chain, lg_luart_req_t *lr);
  * the stack; on LG_ERR nothing is left and `err` reads "<what>: <message>" (not logged). */
 int lg_luart_pcall(lg_luart_t *rt, int nargs, int nresults, const char *what, lg_err_t *err);
 
+/* The same for the gateway's own Lua code (providers, telemetry), which runs no user plugin:
+ * no instruction budget, whose count hook slows every VM instruction. The memory limit and
+ * the traceback still apply. */
+int lg_luart_pcall_trusted(lg_luart_t *rt, int nargs, int nresults, const char *what,
+                           lg_err_t *err);
+
 /* The proxy's request of the phase call running on L (lr->req), or NULL. */
 void *lg_luart_current(lua_State *L);
 

@@ -212,6 +212,13 @@ function M.needs_headers()
     return telemetry and telemetry.needs_headers or false
 end
 
+-- user_log_code() -> true when the log format is a user plugin (it then runs under the
+-- instruction budget like any plugin)
+function M.user_log_code()
+    local lg = telemetry and telemetry.logger
+    return lg ~= nil and lg.format ~= "text" and lg.format ~= "json"
+end
+
 -- fast_log() -> 0: every request goes through log() in Lua; 1: plain requests may be
 -- logged by the C core in the built-in text format; 2: same for json; 3: not logged at all.
 -- The C formatter writes exactly what plugins/logging/{text,json}.lua write for a record
