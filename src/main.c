@@ -271,6 +271,7 @@ int main(int argc, char **argv)
         text = lg_config_read_file(file, &len, &err);
         if (!text) {
             fprintf(stderr, "lunagate: %s\n", err.msg);
+            lua_close(app.L);
             return 1;
         }
         app.file = file;
@@ -282,6 +283,7 @@ int main(int argc, char **argv)
     if (load(&app, text, len, file ? file : "config", &app.conf, &app.dump, &err) != LG_OK) {
         fprintf(stderr, "lunagate: %s\n", err.msg);
         free(text);
+        lua_close(app.L);
         return 1;
     }
     free(text);
@@ -299,22 +301,23 @@ int main(int argc, char **argv)
     app.nworkers = app.conf->workers > 0 ? app.conf->workers : nprocs();
     if (lg_runtime_start(app.L, app.conf, app.nworkers, &err) != LG_OK) {
         fprintf(stderr, "lunagate: %s\n", err.msg);
-        return 1;
+        goto fail;
     }
     lg_admin_ops_t ops = {op_ready, op_dump, op_quit, op_metrics, &app};
     app.admin = lg_admin_start(app.base, app.conf->readiness_addr, app.conf->admin_addr,
                                app.conf->stats_addr, &ops, &err);
     if (!app.admin) {
         lg_log(LG_LOG_ERR, "main", "%s", err.msg);
-        lg_runtime_stop();
-        return 1;
+        goto fail;
     }
     app.workers = lg_workers_new(app.nworkers, app.conf, &err);
-    if (!app.workers || lg_workers_start(app.workers, app.nworkers, &err) != LG_OK) {
+    if (!app.workers) {
         lg_log(LG_LOG_ERR, "main", "%s", err.msg);
-        lg_admin_free(app.admin);
-        lg_runtime_stop();
-        return 1;
+        goto fail;
+    }
+    if (lg_workers_start(app.workers, app.nworkers, &err) != LG_OK) {
+        lg_log(LG_LOG_ERR, "main", "%s", err.msg);
+        exit(1); /* some threads may run: nothing can be freed safely */
     }
     app.sigterm = evsignal_new(app.base, SIGTERM, signal_cb, &app);
     app.sigint = evsignal_new(app.base, SIGINT, signal_cb, &app);
@@ -357,4 +360,14 @@ int main(int argc, char **argv)
     event_base_free(app.base);
     libevent_global_shutdown();
     return 0;
+
+fail:
+    lg_workers_free(app.workers, app.nworkers);
+    lg_admin_free(app.admin);
+    lg_runtime_stop();
+    lg_conf_unref(app.conf);
+    free(app.dump);
+    lua_close(app.L);
+    event_base_free(app.base);
+    return 1;
 }

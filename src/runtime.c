@@ -748,13 +748,22 @@ static const char *const secret_params[] = {
 typedef struct lbuf {
     char *p;
     size_t n, cap;
+    char *stack; /* the caller's buffer p starts in; heap only past it */
 } lbuf_t;
 
 static void lb_add(lbuf_t *b, const char *s, size_t n)
 {
     if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->p = lg_xrealloc(b->p, b->cap);
+        size_t cap = (b->n + n + 1) * 2;
+        if (b->p == b->stack || !b->p) {
+            char *h = lg_xmalloc(cap);
+            if (b->n)
+                memcpy(h, b->p, b->n);
+            b->p = h;
+        } else {
+            b->p = lg_xrealloc(b->p, cap);
+        }
+        b->cap = cap;
     }
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -954,14 +963,16 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
 
 static void fast_log(lg_req_t *r, int json)
 {
-    static __thread lbuf_t b;
-    b.n = 0;
+    char stack[2048];
+    lbuf_t b = {stack, 0, sizeof(stack), stack};
     fast_line(&b, r, json, 0);
     if (!json && (memchr(b.p, '\n', b.n) || memchr(b.p, '\r', b.n))) {
         b.n = 0;
         fast_line(&b, r, json, 1);
     }
     lg_accesslog_write(b.p, b.n);
+    if (b.p != stack)
+        free(b.p);
 }
 
 void lg_runtime_log(lg_req_t *r, void *rl)

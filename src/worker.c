@@ -271,7 +271,8 @@ int lg_workers_reload(lg_worker_t *ws, int n, lg_conf_t *conf, lg_err_t *err)
         w->pending = lg_conf_ref(conf);
         handover_t *cur = &handovers[i];
         cur->fds = lg_xrealloc(cur->fds, (cur->n + h[i].n + 1) * sizeof(pending_fd_t));
-        memcpy(cur->fds + cur->n, h[i].fds, h[i].n * sizeof(pending_fd_t));
+        if (h[i].n)
+            memcpy(cur->fds + cur->n, h[i].fds, h[i].n * sizeof(pending_fd_t));
         cur->n += h[i].n;
         free(h[i].fds);
         pthread_mutex_unlock(&w->mu);

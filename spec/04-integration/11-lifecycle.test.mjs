@@ -121,13 +121,16 @@ describe("reload", () => {
           }
         }
       })();
-      await sleep(300);
-      mk("..2026_v2", yaml("two"));
-      fs.symlinkSync("..2026_v2", path.join(dir, "..data_tmp"));
-      fs.renameSync(path.join(dir, "..data_tmp"), path.join(dir, "..data")); // atomic swap
-      await eventually(() => assert.ok(seenTwo, "new config serving"), 5000);
-      stop = true;
-      await load;
+      try {
+        await sleep(300);
+        mk("..2026_v2", yaml("two"));
+        fs.symlinkSync("..2026_v2", path.join(dir, "..data_tmp"));
+        fs.renameSync(path.join(dir, "..data_tmp"), path.join(dir, "..data")); // atomic swap
+        await eventually(() => assert.ok(seenTwo, "new config serving"), 15000);
+      } finally {
+        stop = true; // the load loop must end whatever happened
+        await load;
+      }
       assert.equal(failures, 0);
       assert.match(gw.logs(), /reloaded .* \(file changed\)/);
     } finally { await gw.stop(); }
