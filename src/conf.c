@@ -770,6 +770,9 @@ lg_conf_t *lg_conf_compile(lua_State *L, const char *filename, const char *text,
                                 goto fail;
                             }
                             c->any_lua |= r->needs_lua;
+                            for (size_t bi = 0; bi < r->nbackends; bi++)
+                                if (r->backends[bi].kind == LG_BACKEND_MCP)
+                                    b->pinned = 1;
                         }
                         lua_pop(L, 1);
                     }

@@ -117,8 +117,9 @@ typedef struct lg_listener {
 
 typedef struct lg_bind {
     int port;
-    char *key; /* "bind/3000" */
-    int https; /* any listener is HTTPS (one protocol per bind) */
+    char *key;  /* "bind/3000" */
+    int https;  /* any listener is HTTPS (one protocol per bind) */
+    int pinned; /* serves MCP: only worker 0 listens, so a session's state stays in one place */
     struct ssl_ctx_st *ssl;
     lg_listener_t *listeners;
     size_t nlisteners;

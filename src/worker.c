@@ -103,7 +103,8 @@ static void prune_listeners(lg_worker_t *w)
     for (size_t i = 0; i < w->nlisteners; i++) {
         int keep = 0;
         for (size_t k = 0; k < w->conf->nbinds; k++)
-            if (w->conf->binds[k].port == w->listeners[i].port)
+            if (w->conf->binds[k].port == w->listeners[i].port &&
+                !(w->conf->binds[k].pinned && w->id > 0))
                 keep = 1;
         if (keep && !w->draining) {
             w->listeners[j++] = w->listeners[i];
@@ -214,6 +215,8 @@ lg_worker_t *lg_workers_new(int n, lg_conf_t *conf, lg_err_t *err)
         w->wake = event_new(w->base, -1, EV_PERSIST, wake_cb, w);
         event_add(w->wake, NULL);
         for (size_t b = 0; b < conf->nbinds; b++) {
+            if (conf->binds[b].pinned && i > 0)
+                continue;
             int fd = lg_listen_socket(NULL, conf->binds[b].port, err);
             if (fd < 0)
                 goto fail;
@@ -249,6 +252,8 @@ int lg_workers_reload(lg_worker_t *ws, int n, lg_conf_t *conf, lg_err_t *err)
         if (have)
             continue;
         for (int i = 0; i < n; i++) {
+            if (conf->binds[b].pinned && i > 0)
+                continue;
             int fd = lg_listen_socket(NULL, port, err);
             if (fd < 0) {
                 for (int j = 0; j < n; j++) {

@@ -911,10 +911,13 @@ function Backend:_legacy_post(req, rec, io, key)
     end
     rec.mcp.session_id = sess.id
     sess.last_used = self.clock()
+    local co = coroutine.create(function()
+        if kind == "notification" then return self:_notify(sess, msg, rec) end
+        if kind == "response" then return self:_client_response(sess, msg, rec) end
+        return self:_request(sess, msg, rec, sink)
+    end)
+    coroutine.resume(co)
     io.respond(202, {}, "Accepted")
-    if kind == "notification" then return self:_notify(sess, msg, rec) end
-    if kind == "response" then return self:_client_response(sess, msg, rec) end
-    return self:_request(sess, msg, rec, sink)
 end
 
 -- ---- entry points ----
