@@ -296,7 +296,6 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
-    evthread_use_pthreads();
     app.base = event_base_new();
     app.nworkers = app.conf->workers > 0 ? app.conf->workers : nprocs();
     if (lg_runtime_start(app.L, app.conf, app.nworkers, &err) != LG_OK) {

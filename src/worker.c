@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -131,10 +132,22 @@ static void prune_listeners(lg_worker_t *w)
 
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg);
 
+/* Wakes a worker from another thread. The event bases are not thread-safe (no
+ * evthread_use_pthreads: its lock costs every event operation on the data path), so the
+ * main thread talks to workers through an eventfd. */
+static void wake(lg_worker_t *w)
+{
+    uint64_t one = 1;
+    ssize_t n = write(w->wake_fd, &one, sizeof(one));
+    LG_UNUSED(n);
+}
+
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     lg_worker_t *w = arg;
-    LG_UNUSED(fd);
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    LG_UNUSED(n);
     LG_UNUSED(what);
     pthread_mutex_lock(&w->mu);
     lg_conf_t *next = w->pending;
@@ -212,7 +225,12 @@ lg_worker_t *lg_workers_new(int n, lg_conf_t *conf, lg_err_t *err)
         if (!w->pool)
             goto fail;
         w->conf = lg_conf_ref(conf);
-        w->wake = event_new(w->base, -1, EV_PERSIST, wake_cb, w);
+        w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (w->wake_fd < 0) {
+            lg_err_set(err, errno, "eventfd: %s", strerror(errno));
+            goto fail;
+        }
+        w->wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, wake_cb, w);
         event_add(w->wake, NULL);
         for (size_t b = 0; b < conf->nbinds; b++) {
             if (conf->binds[b].pinned && i > 0)
@@ -281,7 +299,7 @@ int lg_workers_reload(lg_worker_t *ws, int n, lg_conf_t *conf, lg_err_t *err)
         cur->n += h[i].n;
         free(h[i].fds);
         pthread_mutex_unlock(&w->mu);
-        event_active(w->wake, EV_READ, 0);
+        wake(w);
     }
     free(h);
     return LG_OK;
@@ -293,7 +311,7 @@ void lg_workers_stop(lg_worker_t *ws, int n, int deadline_ms)
         pthread_mutex_lock(&ws[i].mu);
         ws[i].stop_requested = 1;
         pthread_mutex_unlock(&ws[i].mu);
-        event_active(ws[i].wake, EV_READ, 0);
+        wake(&ws[i]);
     }
     int64_t until = lg_mono_us() + (int64_t)deadline_ms * 1000;
     for (;;) {
@@ -310,6 +328,7 @@ void lg_workers_stop(lg_worker_t *ws, int n, int deadline_ms)
                 pthread_mutex_lock(&ws[i].mu);
                 ws[i].stop_requested = 2;
                 pthread_mutex_unlock(&ws[i].mu);
+                wake(&ws[i]);
             }
             until = INT64_MAX;
         }
@@ -333,6 +352,8 @@ void lg_workers_free(lg_worker_t *ws, int n)
         lg_upool_free(w->pool);
         if (w->wake)
             event_free(w->wake);
+        if (w->wake_fd > 0)
+            close(w->wake_fd);
         if (w->drain_ev)
             event_free(w->drain_ev);
         lg_conf_unref(w->conf);

@@ -36,7 +36,8 @@ typedef struct lg_worker {
     size_t nconns;
     int draining;
     uint64_t nrequests;
-    struct event *wake;
+    struct event *wake; /* reads wake_fd, an eventfd the main thread writes to */
+    int wake_fd;
     struct event *drain_ev;
     void *metrics; /* lg_metrics_shard_t * once metrics are wired */
 
