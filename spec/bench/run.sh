@@ -19,7 +19,12 @@ WARMUP=${BENCH_WARMUP:-1}              # seconds of warmup before each measured 
 ROUNDS=${BENCH_ROUNDS:-3}              # interleaved rounds; the best (highest req/s) is kept
 WORKERS_LIST=${BENCH_WORKERS:-"1 2"}   # nginx worker_processes / lunagate workerThreads
 CONNS_LIST=${BENCH_CONNS:-"50 1"}      # wrk connections
-SCENARIOS=${BENCH_SCENARIOS:-plain}    # scenario_<name> functions below, run in order
+SCENARIOS=${BENCH_SCENARIOS:-"plain llm logging plugins tracing tracing-down"}  # run in order
+SEC_DURATION=${BENCH_SEC_DURATION:-2}  # seconds per measured run in the secondary scenarios
+SEC_WORKERS=${BENCH_SEC_WORKERS:-1}    # workers in the secondary scenarios (llm ... tracing)
+SEC_CONNS=${BENCH_SEC_CONNS:-50}       # wrk connections in the secondary scenarios
+SEC_ROUNDS=${BENCH_SEC_ROUNDS:-5}      # interleaved rounds in the secondary scenarios
+DOWN_DURATION=${BENCH_DOWN_DURATION:-30}   # seconds of the single tracing-down run
 PORT_BASE=${BENCH_PORT_BASE:-18700}    # first port tried; free ports are searched upward
 LG_BIN=${BENCH_LUNAGATE_BIN:-$ROOT/build/lunagate}
 LG_EXTRA=${BENCH_LUNAGATE_EXTRA:-}     # file: YAML merged into lunagate's `config:` block
@@ -29,6 +34,11 @@ PIN=${BENCH_PIN:-1}                    # 0: no taskset at all
 RESULTS=${BENCH_RESULTS:-$ROOT/spec/bench/RESULTS.md}   # /dev/null: do not record
 NGINX=${BENCH_NGINX:-/usr/sbin/nginx}
 BODY="lunagate-bench upstream ok"      # the upstream's fixed response body
+BENCH_DIR=$ROOT/spec/bench
+# The upstream's answer to POST /v1/chat/completions (llm scenario): a realistic non-streaming
+# OpenAI chat.completion with usage.  No single quotes, dollars or backslashes in that file:
+# it goes into nginx.conf as a quoted string.
+CHAT_JSON=$(tr -d '\n' <"$BENCH_DIR/chat-completion.json")
 
 for t in "$NGINX" wrk curl; do
     command -v "$t" >/dev/null 2>&1 || { echo "bench: $t not found (make deps installs it)"; exit 1; }
@@ -38,6 +48,8 @@ done
 TMP=$(mktemp -d /tmp/lgbench.XXXXXX) || exit 1
 chmod 755 "$TMP"                       # nginx workers run as nobody when we are root
 ROWS=$TMP/rows.tsv                     # scenario workers conns target rps p50_us p99_us errors
+RATIOS=$TMP/ratios.tsv                 # scenario num_target den_target kind limit (see ratio())
+: >"$RATIOS"
 NOTES=$TMP/notes.txt                   # free-form lines printed under the table
 : >"$ROWS"; : >"$NOTES"
 PIDS=""                                # every server we started, for cleanup
@@ -160,6 +172,11 @@ upstream_start() {  # $1 = workers
     server {
         listen 127.0.0.1:$UP_PORT reuseport backlog=4096;
         location / { default_type text/plain; return 200 "$BODY\n"; }
+        location = /v1/chat/completions {
+            default_type application/json;
+            if (\$http_authorization !~ "^Bearer bench-") { return 401; }
+            return 200 '$CHAT_JSON';
+        }
     }
 }
 EOF
@@ -195,16 +212,18 @@ EOF
 }
 
 # ---- lunagate ----------------------------------------------------------------------------
-# lg_config WORKERS EXTRA_FILE: prints a lunagate config proxying every path to the upstream.
-# With BENCH_LUNAGATE_CONFIG the template file is used instead, with @PORT@, @UPSTREAM@,
+# lg_config WORKERS EXTRA_FILE [TEMPLATE]: prints a lunagate config proxying every path to the
+# upstream.  With TEMPLATE (a scenario's own) or BENCH_LUNAGATE_CONFIG that template file is
+# used instead, with @PORT@, @UPSTREAM@,
 # @WORKERS@, @READY@ and @STATS@ substituted.  EXTRA_FILE (or BENCH_LUNAGATE_EXTRA) is YAML
 # whose top-level keys are merged into the `config:` block (e.g. `logging: {...}`,
 # `tracing: {...}`).
 lg_config() {
-    if [ -n "$LG_CONFIG" ]; then
+    tpl=${3:-$LG_CONFIG}
+    if [ -n "$tpl" ]; then
         sed -e "s/@PORT@/$LG_PORT/g" -e "s/@UPSTREAM@/127.0.0.1:$UP_PORT/g" \
             -e "s/@WORKERS@/$1/g" -e "s/@READY@/127.0.0.1:$LG_READY/g" \
-            -e "s/@STATS@/127.0.0.1:$LG_STATS/g" "$LG_CONFIG"
+            -e "s/@STATS@/127.0.0.1:$LG_STATS/g" "$tpl"
         return
     fi
     cat <<EOF
@@ -225,22 +244,32 @@ binds:
 EOF
 }
 
-# lg_start WORKERS [EXTRA_FILE]: 0 when lunagate is up and proxies the upstream's body;
-# otherwise 1 with the reason in LG_SKIP (so the lunagate rows are left out, not faked).
-LG_PID=""; LG_PORT=""; LG_READY=""; LG_STATS=""; LG_SKIP=""
+# lg_start WORKERS [EXTRA_FILE] [TEMPLATE] [NAME]: 0 when lunagate is up and proxies the
+# upstream's body for GET /; otherwise 1 with the reason in LG_SKIP (so the lunagate rows are
+# left out, not faked).  NAME (default "lunagate") names its config and log files in $TMP, so
+# a scenario can run several instances side by side: copy $LG_PID/$LG_PORT/$LG_STATS away
+# before the next lg_start.  stdout (the access log) goes to $LG_STDOUT when set (e.g.
+# /dev/null), else with stderr to $TMP/NAME.log.
+LG_PID=""; LG_PORT=""; LG_READY=""; LG_STATS=""; LG_SKIP=""; LG_STDOUT=""
 lg_start() {
     LG_PID=""
     if [ ! -x "$LG_BIN" ]; then LG_SKIP="$LG_BIN not built"; return 1; fi
     alloc_port LG_PORT; alloc_port LG_READY; alloc_port LG_STATS
     extra=${2:-$LG_EXTRA}
-    lg_config "$1" "$extra" >"$TMP/lunagate.yaml"
-    $(pin_proxy "$1") "$LG_BIN" -f "$TMP/lunagate.yaml" >"$TMP/lunagate.log" 2>&1 &
+    name=${4:-lunagate}
+    log=$TMP/$name.log
+    lg_config "$1" "$extra" "${3:-}" >"$TMP/$name.yaml"
+    if [ -n "$LG_STDOUT" ]; then
+        $(pin_proxy "$1") "$LG_BIN" -f "$TMP/$name.yaml" >"$LG_STDOUT" 2>"$log" &
+    else
+        $(pin_proxy "$1") "$LG_BIN" -f "$TMP/$name.yaml" >"$log" 2>&1 &
+    fi
     LG_PID=$!
-    track "$LG_PID" lunagate
+    track "$LG_PID" "$name"
     if ! wait_http "http://127.0.0.1:$LG_READY/healthz/ready" "$READY_TIMEOUT" "$LG_PID"; then
         why="not ready within ${READY_TIMEOUT}s"
         alive "$LG_PID" || why="exited"
-        LG_SKIP="$why (log: $(tail -n 1 "$TMP/lunagate.log" | cut -c1-120))"
+        LG_SKIP="$why (log: $(tail -n 1 "$log" | cut -c1-120))"
         stop_pid "$LG_PID"; LG_PID=""; return 1
     fi
     got=$(curl -s --max-time 2 "http://127.0.0.1:$LG_PORT/" 2>/dev/null)
@@ -272,23 +301,45 @@ parse_wrk() {
 }
 
 # measure SCENARIO WORKERS CONNS TARGET PORT [PATH]: one warmup and one measured wrk run;
-# appends a row to $ROWS.
+# appends a row to $ROWS.  M_DUR (seconds, default $DURATION), M_WARM (warmup seconds, default
+# $WARMUP; 0: none) and M_SCRIPT (a wrk Lua script, e.g. spec/bench/post.lua) change the run
+# when set.
+M_DUR=""; M_WARM=""; M_SCRIPT=""
 measure() {
     url="http://127.0.0.1:$5${6:-/}"
     threads=1
-    $(pin_wrk) wrk -t"$threads" -c"$3" -d"${WARMUP}s" "$url" >/dev/null 2>&1
+    script=""
+    [ -n "$M_SCRIPT" ] && script="-s $M_SCRIPT"
+    # shellcheck disable=SC2086  # $script is "" or two words
+    [ "${M_WARM:-$WARMUP}" != 0 ] &&
+        $(pin_wrk) wrk -t"$threads" -c"$3" -d"${M_WARM:-$WARMUP}s" $script "$url" >/dev/null 2>&1
     out=$TMP/wrk-$1-$2-$3-$4.txt
-    $(pin_wrk) wrk -t"$threads" -c"$3" -d"${DURATION}s" --latency "$url" >"$out" 2>&1
+    # shellcheck disable=SC2086
+    $(pin_wrk) wrk -t"$threads" -c"$3" -d"${M_DUR:-$DURATION}s" --latency $script "$url" \
+        >"$out" 2>&1
     # shellcheck disable=SC2046  # four numbers, split on purpose
     set -- "$1" "$2" "$3" "$4" $(parse_wrk "$out")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"
+    dead=""
     while read -r p name; do
-        alive "$p" || note "bench: $name (pid $p) died during $1 $2w $3c $4 (crash, or killed from outside)"
+        alive "$p" && continue
+        # a child of this shell: wait gives its exit status (128 + signal when killed)
+        wait "$p" 2>/dev/null; st=$?
+        why="exit status $st"
+        [ "$st" -gt 128 ] && why="killed by signal $((st - 128))"
+        tab=$(printf '\t')
+        [ -f "$TMP/$name.log" ] && why="$why; last log line other than a request line:" &&
+            why="$why $(grep -v "${tab}request " "$TMP/$name.log" | tail -n 1 | cut -c1-160)"
+        note "bench: $name (pid $p) died during $1 $2w $3c $4 (crash, or killed from" \
+             "outside): $why"
+        dead="$dead $p"
     done <"$PROCS"
+    for p in $dead; do sed -i "/^$p /d" "$PROCS"; done    # reported once
     if [ "$5" = 0 ] || [ "$8" != 0 ]; then
         note "$1 $2w $3c $4: $(grep -E 'errors|Non-2xx|^[a-z].*:' "$out" | grep -v '^Running' | tr -s ' \n' ' ' | cut -c1-200)"
     fi
-    printf '  %-8s workers %-2s conns %-3s %-9s %9s req/s  p50 %7s us  p99 %7s us  errors %s\n' "$@"
+    printf '  %-12s workers %-2s conns %-3s %-16s %9s req/s  p50 %7s us  p99 %7s us  errors %s\n' \
+        "$@"
 }
 
 # ---- scenarios ---------------------------------------------------------------------------
@@ -335,18 +386,291 @@ scenario_plain() {
     done
 }
 
-# Later scenarios go here, e.g.:
-#   scenario_logging() {          # access log on vs off
-#       printf 'logging:\n  format: json\n' >"$TMP/extra-log.yaml"
-#       for w in $WORKERS_LIST; do
-#           upstream_start "$w"
-#           lg_start "$w" "$TMP/extra-log.yaml" || { note "skipped: $LG_SKIP"; stop_pid "$UP_PID"; continue; }
-#           for c in $CONNS_LIST; do measure logging "$w" "$c" lunagate+log "$LG_PORT"; done
-#           stop_pid "$LG_PID"; stop_pid "$UP_PID"
-#       done
-#   }
-# The LLM path (mock provider), tracing on/off and plugins on/off follow the same shape with
-# BENCH_LUNAGATE_CONFIG templates or extra `config:` YAML.
+# ratio SCENARIO NUM DEN KIND LIMIT: asks the report for a line comparing the req/s of targets
+# NUM and DEN in each (workers, conns) of SCENARIO.  KIND "min": NUM/DEN, target >= LIMIT;
+# KIND "cost": 1 - NUM/DEN in percent, target <= LIMIT %.
+ratio() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RATIOS"; }
+
+# rounds SCENARIO W C PATH TARGET=PORT...: $SEC_ROUNDS interleaved rounds over the targets
+# (odd rounds in the given order, even rounds reversed), one `measure` of $SEC_DURATION s
+# each; only the first round warms up (the targets stay up between rounds).
+rounds() {
+    rs=$1; rw=$2; rc=$3; rpath=$4; shift 4
+    rrev=""
+    for rt in "$@"; do rrev="$rt $rrev"; done
+    M_DUR=$SEC_DURATION
+    ri=1
+    while [ "$ri" -le "$SEC_ROUNDS" ]; do
+        rlist="$*"
+        [ $((ri % 2)) = 0 ] && rlist=$rrev
+        [ "$ri" -gt 1 ] && M_WARM=0
+        for rt in $rlist; do measure "$rs" "$rw" "$rc" "${rt%%=*}" "${rt#*=}" "$rpath"; done
+        ri=$((ri + 1))
+    done
+    M_DUR=""; M_WARM=""
+}
+
+# lg_yaml_head: the `config:` block of a scenario template (placeholders left for lg_config).
+lg_yaml_head() {
+    cat <<EOF
+config:
+  statsAddr: @STATS@
+  readinessAddr: @READY@
+  adminAddr: "off"
+  workerThreads: @WORKERS@
+EOF
+}
+
+# metric_sum STATS_ADDR NAME: the sum of a Prometheus series' samples (0 when absent).
+metric_sum() {
+    curl -s --max-time 2 "http://$1/metrics" 2>/dev/null |
+        awk -v n="$2" 'index($1, n) == 1 && $1 !~ /^#/ { s += $NF } END { printf "%d", s }'
+}
+
+# llm: non-streaming OpenAI chat completions (POST /v1/chat/completions, spec/bench/post.lua)
+# through nginx (plain proxy), lunagate (plain proxy) and lunagate's full LLM path (ai backend,
+# openAI provider, backendAuth); the upstream answers a fixed chat.completion with usage.
+scenario_llm() {
+    w=$SEC_WORKERS; c=$SEC_CONNS
+    upstream_start "$w"
+    nginx_proxy_start "$w"
+    { lg_yaml_head; cat <<EOF
+binds:
+- port: @PORT@
+  listeners:
+  - routes:
+    - name: llm
+      matches:
+      - path: {pathPrefix: /v1/chat/completions}
+      backends:
+      - ai:
+          name: openai
+          provider: {openAI: {}}
+          hostOverride: "@UPSTREAM@"
+      policies:
+        backendAuth: {key: bench-key}
+    - name: rest
+      backends:
+      - host: @UPSTREAM@
+EOF
+    } >"$TMP/llm-template.yaml"
+    targets="nginx=$NGX_PORT"
+    if lg_start "$w" "" "" lunagate-plain; then
+        plain_pid=$LG_PID; targets="$targets lunagate=$LG_PORT"
+    else
+        plain_pid=""; note "llm: lunagate plain proxy skipped: $LG_SKIP"
+    fi
+    llm_pid=""
+    if lg_start "$w" "" "$TMP/llm-template.yaml" lunagate-llm; then
+        llm_pid=$LG_PID; llm_port=$LG_PORT; llm_stats=$LG_STATS
+        # The upstream answers 401 unless a "Bearer bench-..." key arrives: this request has
+        # none, so a 200 means backendAuth put bench-key in.
+        got=$(curl -s --max-time 2 -H 'Content-Type: application/json' \
+            -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
+            -w ' %{http_code}' "http://127.0.0.1:$llm_port/v1/chat/completions" 2>/dev/null)
+        case $got in
+        *'"chat.completion"'*' 200') targets="$targets lunagate-llm=$llm_port" ;;
+        *) note "llm: lunagate LLM route skipped: POST answered: $(echo "$got" | head -c 160)"
+           stop_pid "$llm_pid"; llm_pid="" ;;
+        esac
+    else
+        note "llm: lunagate LLM route skipped: $LG_SKIP"
+    fi
+    M_SCRIPT=$BENCH_DIR/post.lua
+    # shellcheck disable=SC2086  # target=port words
+    rounds llm "$w" "$c" /v1/chat/completions $targets
+    M_SCRIPT=""
+    ratio llm lunagate-llm nginx min 0.70
+    if [ -n "$llm_pid" ]; then
+        # usage check: the upstream's answer has prompt_tokens 24
+        tokens=$(metric_sum "127.0.0.1:$llm_stats" \
+            'agentgateway_gen_ai_client_token_usage_sum{gen_ai_token_type="input"')
+        note "llm: input tokens counted by the LLM route's metrics: $tokens (24 per request)"
+        stop_pid "$llm_pid"
+    fi
+    [ -n "$plain_pid" ] && stop_pid "$plain_pid"
+    stop_pid "$NGX_PID"; stop_pid "$UP_PID"
+}
+
+# logging: lunagate plain proxy with the access log on (config.logging.level info, one line
+# per request on stdout, which goes to /dev/null) against off (level warn).  Both run at once
+# and are measured interleaved.
+scenario_logging() {
+    w=$SEC_WORKERS; c=$SEC_CONNS
+    printf 'logging:\n  level: info\n' >"$TMP/extra-log-on.yaml"
+    printf 'logging:\n  level: warn\n' >"$TMP/extra-log-off.yaml"
+    upstream_start "$w"
+    # First check that "on" writes a request line and "off" does not, with stdout to a file.
+    for lv in on off; do
+        LG_STDOUT=$TMP/logcheck-$lv.out
+        if lg_start "$w" "$TMP/extra-log-$lv.yaml" "" "lunagate-logcheck-$lv"; then
+            curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$LG_PORT/logcheck"
+            sleep 0.3
+            stop_pid "$LG_PID"
+        fi
+    done
+    LG_STDOUT=""
+    n_on=$(grep -c logcheck "$TMP/logcheck-on.out" 2>/dev/null)
+    n_off=$(grep -c logcheck "$TMP/logcheck-off.out" 2>/dev/null)
+    note "logging: check with stdout to a file: ${n_on:-0} request line(s) with level info," \
+         "${n_off:-0} with level warn"
+    targets=""
+    LG_STDOUT=/dev/null
+    if lg_start "$w" "$TMP/extra-log-off.yaml" "" lunagate-log-off; then
+        off_pid=$LG_PID; targets="lunagate=$LG_PORT"
+    else
+        off_pid=""; note "logging: lunagate (log off) skipped: $LG_SKIP"
+    fi
+    if lg_start "$w" "$TMP/extra-log-on.yaml" "" lunagate-log-on; then
+        on_pid=$LG_PID; targets="$targets lunagate+log=$LG_PORT"
+    else
+        on_pid=""; note "logging: lunagate (log on) skipped: $LG_SKIP"
+    fi
+    LG_STDOUT=""
+    # shellcheck disable=SC2086  # target=port words
+    [ -n "$targets" ] && rounds logging "$w" "$c" / $targets
+    ratio logging lunagate+log lunagate cost 5
+    [ -n "$on_pid" ] && stop_pid "$on_pid"
+    [ -n "$off_pid" ] && stop_pid "$off_pid"
+    stop_pid "$UP_PID"
+}
+
+# plugins_template PLUGINS_YAML: a plain proxy route with config.plugins.paths set to
+# spec/bench/plugins and the given route policies.plugins list ("" for none).
+plugins_template() {
+    lg_yaml_head
+    cat <<EOF
+  plugins:
+    paths: [$BENCH_DIR/plugins]
+binds:
+- port: @PORT@
+  listeners:
+  - routes:
+    - name: bench
+EOF
+    [ -n "$1" ] && printf '      policies:\n        plugins: %s\n' "$1"
+    cat <<EOF
+      backends:
+      - host: @UPSTREAM@
+EOF
+}
+
+# plugins: the same plain proxy route with three no-op plugins that implement every phase
+# (spec/bench/plugins/bench-noop-{a,b,c}.lua) against none.
+scenario_plugins() {
+    w=$SEC_WORKERS; c=$SEC_CONNS
+    plugins_template "" >"$TMP/plugins-none.yaml"
+    plugins_template "[{name: bench-noop-a}, {name: bench-noop-b}, {name: bench-noop-c}]" \
+        >"$TMP/plugins-three.yaml"
+    upstream_start "$w"
+    targets=""
+    if lg_start "$w" "" "$TMP/plugins-none.yaml" lunagate-plugins-none; then
+        none_pid=$LG_PID; targets="lunagate=$LG_PORT"
+    else
+        none_pid=""; note "plugins: lunagate (no plugins) skipped: $LG_SKIP"
+    fi
+    if lg_start "$w" "" "$TMP/plugins-three.yaml" lunagate-plugins-three; then
+        three_pid=$LG_PID; targets="$targets lunagate+3plugins=$LG_PORT"
+    else
+        three_pid=""; note "plugins: lunagate (3 plugins) skipped: $LG_SKIP"
+    fi
+    # shellcheck disable=SC2086  # target=port words
+    [ -n "$targets" ] && rounds plugins "$w" "$c" / $targets
+    ratio plugins lunagate+3plugins lunagate cost 10
+    [ -n "$three_pid" ] && stop_pid "$three_pid"
+    [ -n "$none_pid" ] && stop_pid "$none_pid"
+    stop_pid "$UP_PID"
+}
+
+# trace_extra PORT: `config:` YAML exporting every request's span over OTLP/HTTP to PORT.
+trace_extra() {
+    printf 'tracing:\n  otlpEndpoint: http://127.0.0.1:%s\n' "$1"
+    printf '  otlpProtocol: http\n  randomSampling: true\n'
+}
+
+# sink_start: a one-worker nginx answering 200 (empty body = an empty protobuf
+# ExportTraceServiceResponse) to POST /v1/traces, after reading and discarding the request
+# body (ngx_http_send_response discards it; keep-alive stays up).  Its access log records
+# each export with its size.
+SINK_PID=""; SINK_PORT=""
+sink_start() {
+    alloc_port SINK_PORT
+    conf=$TMP/sink.conf
+    { nginx_common sink 1; cat <<EOF
+    log_format otlp '\$request_method \$uri \$status \$content_length \$request_length';
+    client_max_body_size 64m;
+    server {
+        listen 127.0.0.1:$SINK_PORT backlog=4096;
+        access_log $TMP/sink/access.log otlp;
+        location = /v1/traces { default_type application/x-protobuf; return 200; }
+        location / { return 404; }
+    }
+}
+EOF
+    } >"$conf"
+    nginx_start sink "$conf" ""; SINK_PID=$NGINX_PID
+    if ! wait_http "http://127.0.0.1:$SINK_PORT/v1/traces" 5 "$SINK_PID"; then
+        note "tracing: OTLP sink did not start: $(tail -n 1 "$TMP/sink/error.log")"
+        return 1
+    fi
+    : >"$TMP/sink/access.log"    # forget the readiness probe
+}
+
+# tracing: lunagate plain proxy exporting a span per request (randomSampling: true) over
+# OTLP/HTTP to the sink above, against tracing off.
+scenario_tracing() {
+    w=$SEC_WORKERS; c=$SEC_CONNS
+    upstream_start "$w"
+    sink_start || { stop_pid "$SINK_PID"; stop_pid "$UP_PID"; return; }
+    trace_extra "$SINK_PORT" >"$TMP/extra-trace.yaml"
+    targets=""
+    if lg_start "$w" /dev/null "" lunagate-trace-off; then
+        off_pid=$LG_PID; targets="lunagate=$LG_PORT"
+    else
+        off_pid=""; note "tracing: lunagate (tracing off) skipped: $LG_SKIP"
+    fi
+    if lg_start "$w" "$TMP/extra-trace.yaml" "" lunagate-trace-on; then
+        on_pid=$LG_PID; targets="$targets lunagate+trace=$LG_PORT"
+    else
+        on_pid=""; note "tracing: lunagate (tracing on) skipped: $LG_SKIP"
+    fi
+    # shellcheck disable=SC2086  # target=port words
+    [ -n "$targets" ] && rounds tracing "$w" "$c" / $targets
+    ratio tracing lunagate+trace lunagate cost 10
+    if [ -n "$on_pid" ]; then
+        sleep 1   # let the last batch go out
+        got=$(awk '$1 == "POST" && $2 == "/v1/traces" { n++; b += $4; if ($3 != 200) e++ }
+            END { printf "%d export POSTs (%.1f MB of bodies, %d not 200)", n, b / 1048576, e }' \
+            "$TMP/sink/access.log")
+        note "tracing: the OTLP sink got $got"
+        stop_pid "$on_pid"
+    fi
+    [ -n "$off_pid" ] && stop_pid "$off_pid"
+    stop_pid "$SINK_PID"; stop_pid "$UP_PID"
+}
+
+# tracing-down: tracing on with the OTLP endpoint's port closed (nothing listens there), one
+# run of $DOWN_DURATION s: req/s, and lunagate's RSS growth over the run (target < 20 MB).
+scenario_tracing_down() {
+    w=$SEC_WORKERS; c=$SEC_CONNS
+    upstream_start "$w"
+    alloc_port DEAD_PORT    # found free and left closed
+    trace_extra "$DEAD_PORT" >"$TMP/extra-trace-down.yaml"
+    if ! lg_start "$w" "$TMP/extra-trace-down.yaml" "" lunagate-trace-down; then
+        note "tracing-down: lunagate skipped: $LG_SKIP"; stop_pid "$UP_PID"; return
+    fi
+    $(pin_wrk) wrk -t1 -c"$c" -d1s "http://127.0.0.1:$LG_PORT/" >/dev/null 2>&1
+    rss0=$(rss_kb "$LG_PID")
+    M_DUR=$DOWN_DURATION
+    measure tracing-down "$w" "$c" lunagate+trace-down "$LG_PORT"
+    M_DUR=""
+    rss1=$(rss_kb "$LG_PID")
+    verdict=MISSED
+    [ $((rss1 - rss0)) -lt 20480 ] && verdict=ok
+    note "tracing-down: RSS $(mb "$rss0") MB before the ${DOWN_DURATION}s run, $(mb "$rss1") MB" \
+         "after: growth $(mb $((rss1 - rss0))) MB (target < 20 MB) $verdict"
+    stop_pid "$LG_PID"; stop_pid "$UP_PID"
+}
 
 # make_var NAME: the value of a Makefile variable, as make computes it.
 make_var() {
@@ -398,6 +722,7 @@ report() {
         print "| scenario | workers | conns | target | req/s | p50 ms | p99 ms | errors |"
         print "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
     }
+    FILENAME == ARGV[1] { spec[++ns] = $0; next }    # ratio() requests
     {
         printf "| %s | %s | %s | %s | %d | %s | %s | %s |\n", $1, $2, $3, $4, $5, ms($6), ms($7), $8
         k = $1 SUBSEP $2 SUBSEP $3
@@ -408,9 +733,23 @@ report() {
         print ""
         for (i = 1; i <= n; i++) {
             k = order[i]; split(k, f, SUBSEP)
+            head = sprintf("- %s, workers %s, conns %s: ", f[1], f[2], f[3])
+            for (j = 1; j <= ns; j++) {
+                split(spec[j], q, "\t")
+                if (q[1] != f[1] || !((k, q[2]) in rps) || !((k, q[3]) in rps) || rps[k, q[3]] == 0)
+                    continue
+                x = rps[k, q[2]] / rps[k, q[3]]
+                if (q[4] == "min")
+                    printf "%s%s/%s req/s = %.2f (target >= %.2f) %s\n", head, q[2], q[3], x,
+                           q[5], (x >= q[5]) ? "ok" : "MISSED"
+                else
+                    printf "%s%s/%s req/s = %.3f: cost %.1f%% (target <= %s%%) %s\n", head,
+                           q[2], q[3], x, (1 - x) * 100, q[5],
+                           ((1 - x) * 100 <= q[5] + 0) ? "ok" : "MISSED"
+            }
             if (!((k, "lunagate") in rps) || !((k, "nginx") in rps) || rps[k, "nginx"] == 0) continue
-            line = sprintf("- %s, workers %s, conns %s: lunagate/nginx req/s = %.2f (target >= 0.90)",
-                           f[1], f[2], f[3], rps[k, "lunagate"] / rps[k, "nginx"])
+            line = sprintf("%slunagate/nginx req/s = %.2f (target >= 0.90)",
+                           head, rps[k, "lunagate"] / rps[k, "nginx"])
             if (f[3] == 1 && ((k, "direct") in p50)) {
                 an = p50[k, "nginx"] - p50[k, "direct"]; al = p50[k, "lunagate"] - p50[k, "direct"]
                 if (an > 0)
@@ -421,7 +760,7 @@ report() {
             }
             print line
         }
-    }' "$TMP/best.tsv" >"$TMP/table.md"
+    }' "$RATIOS" "$TMP/best.tsv" >"$TMP/table.md"
 }
 
 # ---- main --------------------------------------------------------------------------------
@@ -430,19 +769,24 @@ LG_VERSION=$([ -x "$LG_BIN" ] && "$LG_BIN" -V 2>/dev/null | head -n 1 | sed 's/^
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null)
 NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')
 WRK_VERSION=$(wrk -v 2>&1 | awk 'NR == 1 {print $2}')
-echo "lunagate bench: ${DURATION}s runs after ${WARMUP}s warmup, $ROUNDS round(s), workers: $WORKERS_LIST, conns: $CONNS_LIST"
+SETUP="plain: ${DURATION}s runs after ${WARMUP}s warmup, best of $ROUNDS,"
+SETUP="$SETUP workers $WORKERS_LIST, conns $CONNS_LIST; llm, logging, plugins, tracing:"
+SETUP="$SETUP ${SEC_DURATION}s runs (${WARMUP}s warmup first), best of $SEC_ROUNDS,"
+SETUP="$SETUP workers $SEC_WORKERS, conns $SEC_CONNS; tracing-down: one ${DOWN_DURATION}s run"
+echo "lunagate bench, scenarios: $SCENARIOS"
+echo "  $SETUP"
 echo "  machine: $(uname -m), ${CPU_MODEL:-unknown CPU}, nproc $NCPU; pinning: $PINNING"
 echo "  tmp: $TMP"
 
 for s in $SCENARIOS; do
     echo "== scenario $s"
-    "scenario_$s"
+    "scenario_$(echo "$s" | tr - _)"
 done
 micro_benches
 report
 
 echo
-echo "== results (best of $ROUNDS by req/s)"
+echo "== results (best of $ROUNDS by req/s; llm ... tracing: of $SEC_ROUNDS; tracing-down: one run)"
 cat "$TMP/table.md"
 [ -s "$NOTES" ] && { echo; cat "$NOTES"; }
 
@@ -454,7 +798,8 @@ if [ "$RESULTS" != /dev/null ]; then
         echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — $(uname -m), ${CPU_MODEL:-unknown CPU}, nproc $NCPU"
         echo
         echo "lunagate ${LG_VERSION:-not built} (git ${GIT_REV:-?}), nginx $NGINX_VERSION, wrk $WRK_VERSION;" \
-             "${DURATION}s runs after ${WARMUP}s warmup, best of $ROUNDS; pinning: $PINNING."
+             "pinning: $PINNING."
+        echo "Scenarios $SCENARIOS. $SETUP."
         echo
         cat "$TMP/table.md"
         if [ -s "$NOTES" ]; then echo; echo '```text'; cat "$NOTES"; echo '```'; fi
