@@ -123,7 +123,7 @@ typedef struct rlua {
     lg_luart_req_t lr;
     int chain;
     uint64_t id; /* glue request id, 0 when glue has no state for the request */
-    int llm, rewrite, observe, local;
+    int llm, rewrite, observe, local, logged;
     struct mcpio *io;
     struct event *ev;
     struct evbuffer *sse; /* partial SSE event for body_filter plugins */
@@ -1177,8 +1177,21 @@ void lg_hooks_push_request_headers(lua_State *L, lg_req_t *r)
 int lg_hooks_fast_log(lg_req_t *r)
 {
     lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
-    if (!wrt || r->lua || r->traced || wrt->conf != r->conf)
+    rlua_t *rl = r->lua;
+    if (!wrt || r->traced || wrt->conf != r->conf)
         return 0;
+    if (rl) {
+        /* plugins ran: their log phase runs first (once); the C line stays exact unless
+         * they added record fields or the request is an LLM or MCP one */
+        if (rl->id)
+            return 0;
+        if (!rl->logged && rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_LOG)) {
+            rl->logged = 1;
+            lg_luart_log(rl->rt, rl->chain, &rl->lr);
+        }
+        if (rl->lr.rec_ref != LUA_NOREF)
+            return 0;
+    }
     return wrt->fast_log;
 }
 
@@ -1193,8 +1206,11 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
         return LG_DECLINED;
     lg_luart_t *rt = rl ? rl->rt : wrt->rt;
     lg_wrt_t *gw = rl ? rl->wrt : wrt;
-    if (rl && rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_LOG))
+    if (rl && !rl->logged && rl->chain >= 0 &&
+        lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_LOG)) {
+        rl->logged = 1;
         lg_luart_log(rl->rt, rl->chain, &rl->lr);
+    }
     lua_State *L = lg_luart_state(rt);
     int top = lua_gettop(L);
     glue_get(gw, "log");
@@ -1203,6 +1219,13 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
     else
         lua_pushnil(L);
     push_fields(L, r, arg);
+    /* fields plugins set with lg.log.set_field live in luart's record table */
+    if (rl && rl->lr.rec_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rl->lr.rec_ref); /* ... c prec */
+        lua_getfield(L, -1, "fields");                     /* ... c prec fields */
+        lua_setfield(L, -3, "fields");                     /* ... c prec */
+        lua_pop(L, 1);                                     /* ... c */
+    }
     lg_err_t err;
     /* a user log-format plugin is user code: it runs under the budget */
     int rc = gw->user_log_code ? lg_luart_pcall(rt, 2, 5, "glue.log", &err)

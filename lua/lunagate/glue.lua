@@ -14,11 +14,13 @@ local routes = {}      -- [route index + 1] = { route, listener, bind, backends 
 local reqs = {}        -- [id] = { ctx = llm ctx, rec = record, events = {...}, ev = next event }
 local telemetry        -- lunagate.telemetry instance (access log, metrics, spans), if configured
 
+local clock_fn
 local function now_us()
+    if clock_fn then return clock_fn() end
     local ok, lg = pcall(require, "lunagate")
-    if ok and lg.time and lg.time.now_us then
-        now_us = lg.time.now_us
-        return now_us()
+    if ok and type(lg) == "table" and lg.time and lg.time.now_us then
+        clock_fn = lg.time.now_us
+        return clock_fn()
     end
     return math.floor(os.time() * 1000000)
 end

@@ -2,7 +2,9 @@
 // lines, and the C fast path producing exactly what the Lua format plugins produce.
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { startGateway, upstream, request, freePort, eventually, raw } from "../helpers/gateway.mjs";
+import fs from "node:fs";
+import path from "node:path";
+import { startGateway, upstream, request, freePort, eventually, raw, tmpdir } from "../helpers/gateway.mjs";
 
 const conf = (port, upPort, logging) => `
 config:
@@ -79,6 +81,37 @@ describe("access log", () => {
       assert.equal(o.level, "info");
       assert.equal(o.scope, "request");
       assert.equal(typeof o["http.status"], "number");
+    }
+  });
+
+  test("fields a plugin sets with lg.log.set_field are appended, JSON-encoded", async () => {
+    const dir = tmpdir();
+    fs.writeFileSync(path.join(dir, "tagger.lua"), `local lg = require "lunagate"
+return { name = "tagger", version = "0.1.0", priority = 600, schema = { fields = {} },
+  access = function() lg.log.set_field("team", "red") end,
+  log = function() lg.log.set_field("cost", 3) end }`);
+    const port = await freePort();
+    const gw = await startGateway(`
+config: {adminAddr: "{{ADMIN}}", readinessAddr: "{{READY}}", statsAddr: "{{STATS}}", workerThreads: 1,
+         plugins: {paths: [${dir}]}}
+binds:
+- port: ${port}
+  listeners:
+  - routes:
+    - name: tagged
+      matches: [{path: {exact: /tagged}}]
+      policies: {plugins: [{name: tagger}], directResponse: {body: ok, status: 200}}
+    - policies: {directResponse: {body: ok, status: 200}}
+`);
+    try {
+      await request({ port, path: "/tagged" });
+      await request({ port, path: "/plain" });
+      await eventually(() => assert.equal(requestLines(gw.stdout()).length, 2));
+      const [tagged, plain] = requestLines(gw.stdout());
+      assert.match(tagged, /http\.path=\/tagged .* duration=\d+ms team="red" cost=3$/);
+      assert.match(plain, /http\.path=\/plain .* duration=\d+ms$/);
+    } finally {
+      await gw.stop();
     }
   });
 });
