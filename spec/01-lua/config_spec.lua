@@ -187,8 +187,6 @@ config:
   session: {key: abc}
 llm:
   models: [{name: smart, provider: openAI}]
-mcp:
-  targets: []
 ]]))
             assert.same({ otlpEndpoint = "http://127.0.0.1:4317", randomSampling = true },
                 conf.config.tracing)
@@ -197,7 +195,24 @@ mcp:
             assert.same({ paths = { "x" } }, conf.config.plugins)
             assert.same({ key = "abc" }, conf.config.session)
             assert.equal("smart", conf.llm.models[1].name)
-            assert.same({ targets = {} }, conf.mcp)
+        end)
+
+        it("turns the mcp: front door into a bind serving /mcp and /sse", function()
+            local conf = assert(load([[
+mcp:
+  port: 3001
+  targets: [{name: t, mcp: {host: "http://127.0.0.1:1/mcp"}}]
+]]))
+            assert.is_nil(conf.mcp)
+            local b = conf.binds[1]
+            assert.equal(3001, b.port)
+            local r = b.listeners[1].routes[1]
+            assert.equal("mcp", r.backends[1].kind)
+            assert.equal("t", r.backends[1].mcp.targets[1].name)
+            assert.same({ kind = "prefix", value = "/mcp" }, r.matches[1].path)
+            assert.same({ kind = "prefix", value = "/sse" }, r.matches[2].path)
+            local _, err = load("mcp:\n  prot: 3\n  targets: []\n")
+            assert.matches("mcp: unknown key 'prot' %(did you mean 'port'%?%)", err)
         end)
     end)
 
