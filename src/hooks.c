@@ -1178,7 +1178,7 @@ int lg_hooks_fast_log(lg_req_t *r)
 {
     lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
     rlua_t *rl = r->lua;
-    if (!wrt || r->traced || wrt->conf != r->conf)
+    if (!wrt || wrt->conf != r->conf)
         return 0;
     if (rl) {
         /* plugins ran: their log phase runs first (once); the C line stays exact unless
@@ -1232,6 +1232,30 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
                                : lg_luart_pcall_trusted(rt, 2, 5, "glue.log", &err);
     if (rc != LG_OK) {
         lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    consume(L, r, arg);
+    lua_settop(L, top);
+    return LG_OK;
+}
+
+/* For a traced request logged by the C formatter: asks glue.span for the span's name,
+ * attributes and status and hands them to `consume` (stack: span table). */
+int lg_hooks_glue_span(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r, void *arg),
+                       void *arg, int (*consume)(lua_State *L, lg_req_t *r, void *arg))
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    if (!wrt)
+        return LG_DECLINED;
+    lua_State *L = lg_luart_state(wrt->rt);
+    int top = lua_gettop(L);
+    if (!glue_get(wrt, "span")) {
+        lua_settop(L, top);
+        return LG_DECLINED;
+    }
+    push_fields(L, r, arg);
+    if (glue_call(wrt, 1, 1, "glue.span") != LG_OK) {
         lua_settop(L, top);
         return LG_ERR;
     }

@@ -663,6 +663,15 @@ static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
     lua_pop(L, 4);
 }
 
+/* After glue.span: the span table (or nil) is on the top. */
+static int consume_span(lua_State *L, lg_req_t *r, void *arg)
+{
+    LG_UNUSED(arg);
+    if (lua_istable(L, -1))
+        submit_spans(L, r, lua_gettop(L));
+    return LG_OK;
+}
+
 /* After glue.log: stack has line, genai, custom, span, mcp. */
 static int consume(lua_State *L, lg_req_t *r, void *arg)
 {
@@ -911,8 +920,15 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
     if (r->path)
         FIELD("http.path", NULL, 0, 2);
     FIELD("http.version", version, 8, 0);
+    char tid[33], sid[17];
     if (r->status)
         FIELD("http.status", NULL, (size_t)r->status, 1);
+    if (r->traced) {
+        lg_trace_hex(r->trace_id, 16, tid);
+        lg_trace_hex(r->span_id, 8, sid);
+        FIELD("trace.id", tid, 32, 0);
+        FIELD("span.id", sid, 16, 0);
+    }
     if (r->retry_count)
         FIELD("retry.attempt", NULL, (size_t)r->retry_count, 1);
     if (err)
@@ -999,6 +1015,8 @@ void lg_runtime_log(lg_req_t *r, void *rl)
         lc.recorded = 0;
         lc.w = r->w;
         record_http(r, &lc);
+        if (r->traced)
+            lg_hooks_glue_span(r, push_fields, &lc, consume_span);
         return;
     }
     logctx_t lc;

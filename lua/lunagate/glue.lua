@@ -199,6 +199,17 @@ function M.log(id, c)
     return nil, rec.llm, nil, nil, rec.mcp
 end
 
+-- span(c) -> { name, attrs, status } for a plain traced request whose log line the C core
+-- writes itself
+function M.span(c)
+    local tr = telemetry and telemetry.tracer
+    if not tr then return nil end
+    c.sampled = true
+    local name, attrs, status = tr:attributes(c)
+    if not name and not attrs then return nil end
+    return { name = name, attrs = attrs, status = status }
+end
+
 -- record(id) -> the request record (for plugins' log phase), or nil
 function M.record(id)
     local st = reqs[id]

@@ -6,13 +6,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { startGateway, upstream, request, freePort, eventually, raw, tmpdir } from "../helpers/gateway.mjs";
 
-const conf = (port, upPort, logging) => `
+const conf = (port, upPort, logging, extra = "") => `
 config:
   adminAddr: "{{ADMIN}}"
   readinessAddr: "{{READY}}"
   statsAddr: "{{STATS}}"
   workerThreads: 1
-  logging: ${logging}
+  logging: ${logging}${extra}
 binds:
 - port: ${port}
   listeners:
@@ -33,10 +33,10 @@ binds:
 const requestLines = (out) => out.split("\n").filter((l) => /\trequest |"scope":"request"/.test(l));
 
 // Sends the same requests and returns the request lines, normalised for time, port, duration.
-async function run(logging) {
+async function run(logging, extra) {
   const up = await upstream();
   const port = await freePort();
-  const gw = await startGateway(conf(port, up.port, logging));
+  const gw = await startGateway(conf(port, up.port, logging, extra));
   try {
     await request({ port, path: "/hello?key=sk-secret-1&x=1", headers: { authorization: "Bearer sk-hidden" } });
     await request({ port, path: "/direct" });
@@ -53,7 +53,8 @@ async function run(logging) {
     l.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z/, "TIME")
       .replace(/127\.0\.0\.1:\d+/g, "ADDR")
       .replace(/ duration=\d+ms/, " DURATION").replace(/"duration":"\d+ms"/, "DURATION")
-      .replace(/(route=|"route":")default\/[a-z]+/, "$1ROUTE"));
+      .replace(/(route=|"route":")default\/[a-z]+/, "$1ROUTE")
+      .replace(/(trace\.id[=":]+)[0-9a-f]{32}/, "$1TRACE").replace(/(span\.id[=":]+)[0-9a-f]{16}/, "$1SPAN"));
 }
 
 describe("access log", () => {
@@ -70,6 +71,16 @@ describe("access log", () => {
     assert.match(dead, /http\.status=502 error="connect to ADDR failed: Connection refused" DURATION$/);
     const llm = fast.find((l) => l.includes("llm.provider"));
     assert.match(llm, /llm\.provider=mock llm\.request\.model=gpt-4o-mini llm\.request\.tokens=\d+ llm\.response\.model=gpt-4o-mini llm\.response\.tokens=\d+ DURATION$/);
+  });
+
+  test("traced requests: trace.id and span.id, C and Lua paths identical", async () => {
+    const dead = await freePort();
+    const tracing = `\n  tracing: {otlpEndpoint: "http://127.0.0.1:${dead}", otlpProtocol: http, randomSampling: true}`;
+    const fast = await run("{}", tracing);
+    const lua = await run("{fields: {remove: [no.such.key]}}", tracing);
+    assert.deepEqual(fast, lua);
+    const plain = fast.find((l) => l.includes("/hello"));
+    assert.match(plain, /http\.status=200 trace\.id=TRACE span\.id=SPAN DURATION$/);
   });
 
   test("json lines parse, keep numbers as numbers, and match the Lua plugin", async () => {
