@@ -82,12 +82,42 @@ int64_t lg_mono_us(void)
 
 size_t lg_time_format(int64_t us, char *buf)
 {
-    time_t sec = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    return (size_t)snprintf(buf, 28, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-                            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                            (int)(us % 1000000));
+    /* "YYYY-MM-DDTHH:MM:SS." changes once a second: cache it per thread (every log line
+     * formats a time, and gmtime_r + snprintf cost more than the rest of the line) */
+    static __thread int64_t cached_sec = -1;
+    static __thread char prefix[24];
+    int64_t sec = us / 1000000;
+    if (sec != cached_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_sec = sec;
+    }
+    memcpy(buf, prefix, 20);
+    int frac = (int)(us % 1000000);
+    for (int i = 25; i >= 20; i--) {
+        buf[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    buf[26] = 'Z';
+    buf[27] = '\0';
+    return 27;
+}
+
+size_t lg_utoa(uint64_t v, char *buf)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
 }
 
 const char *lg_log_level_name(int level)

@@ -52,6 +52,9 @@ const char *lg_log_level_name(int level);
  * `buf` (at least 28 bytes). Returns the length written. */
 size_t lg_time_format(int64_t us, char *buf);
 
+/* Writes v in decimal into buf (at least 21 bytes), NUL-terminated; returns the length. */
+size_t lg_utoa(uint64_t v, char *buf);
+
 #define LG_UNUSED(x)     (void)(x)
 #define LG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

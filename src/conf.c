@@ -475,6 +475,10 @@ static int read_backend(lua_State *L, int idx, lg_backend_t *b, const char *path
     }
     if (b->tls && !b->sni)
         b->sni = lg_xstrdup(b->host);
+    char key[512];
+    snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", b->host, b->port, b->tls, b->sni ? b->sni : "",
+             (void *)b->ssl);
+    b->pool_key = lg_xstrdup(key);
     return LG_OK;
 }
 
@@ -573,7 +577,7 @@ static void free_route(lg_route_t *r)
     }
     for (size_t i = 0; i < r->nbackends; i++) {
         lg_backend_t *b = &r->backends[i];
-        free(b->host), free(b->name), free(b->sni);
+        free(b->host), free(b->name), free(b->sni), free(b->pool_key);
         if (b->ssl)
             SSL_CTX_free(b->ssl);
     }

@@ -65,6 +65,7 @@ typedef struct lg_backend {
     int insecure;           /* backendTLS.insecure */
     struct ssl_ctx_st *ssl; /* client context when tls */
     int index;              /* position in the route's backends */
+    char *pool_key;         /* upstream pool key, made once (NULL: made per acquire) */
 } lg_backend_t;
 
 typedef struct lg_cors {

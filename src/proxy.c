@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,6 +306,74 @@ const char *lg_resp_header(lg_req_t *r, const char *name, size_t nlen, size_t *v
 static const char *hdr_cb(void *arg, const char *name, size_t nlen, size_t *vlen)
 {
     return lg_req_header(arg, name, nlen, vlen);
+}
+
+/* ---- Head assembly ----
+ * Heads are built in a stack buffer and handed to the evbuffer in one piece: many small
+ * evbuffer_add() calls cost more than the copy. */
+
+typedef struct hbuf {
+    char b[4096];
+    size_t n;
+    struct evbuffer *out;
+} hbuf_t;
+
+static void hb_flush(hbuf_t *h)
+{
+    if (h->n)
+        evbuffer_add(h->out, h->b, h->n);
+    h->n = 0;
+}
+
+static void hb_add(hbuf_t *h, const void *p, size_t n)
+{
+    if (h->n + n > sizeof(h->b)) {
+        hb_flush(h);
+        if (n > sizeof(h->b)) {
+            evbuffer_add(h->out, p, n);
+            return;
+        }
+    }
+    memcpy(h->b + h->n, p, n);
+    h->n += n;
+}
+
+static void hb_printf(hbuf_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void hb_printf(hbuf_t *h, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(tmp)) {
+        hb_add(h, tmp, (size_t)n);
+        return;
+    }
+    hb_flush(h);
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(h->out, fmt, ap);
+    va_end(ap);
+}
+
+static void hb_mod_append(hbuf_t *h, const lg_hdr_mod_t *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->nset; i++) {
+        hb_add(h, m->set[i].name, m->set[i].nlen);
+        hb_add(h, ": ", 2);
+        hb_add(h, m->set[i].value, m->set[i].vlen);
+        hb_add(h, "\r\n", 2);
+    }
+    for (size_t i = 0; i < m->nadd; i++) {
+        hb_add(h, m->add[i].name, m->add[i].nlen);
+        hb_add(h, ": ", 2);
+        hb_add(h, m->add[i].value, m->add[i].vlen);
+        hb_add(h, "\r\n", 2);
+    }
 }
 
 /* ---- Simple responses ---- */
@@ -750,14 +819,17 @@ static void append_forwarded(lg_req_t *r, struct evbuffer *out)
 /* Builds the upstream request head and body into `out`. */
 static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
 {
+    hbuf_t hb_, *hb = &hb_;
+    hb_.n = 0;
+    hb_.out = out;
     const lg_route_t *rt = r->route;
     const char *m = r->up_method ? r->up_method : http_method_str(r->method);
     /* path: Lua may have replaced it; otherwise apply urlRewrite */
     if (r->up_path) {
-        evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", m, r->up_path);
+        hb_printf(hb, "%s %s HTTP/1.1\r\n", m, r->up_path);
     } else if (rt->rewrite_full) {
-        evbuffer_add_printf(out, "%s %s%s%.*s HTTP/1.1\r\n", m, rt->rewrite_full,
-                            r->query ? "?" : "", (int)r->query_len, r->query ? r->query : "");
+        hb_printf(hb, "%s %s%s%.*s HTTP/1.1\r\n", m, rt->rewrite_full, r->query ? "?" : "",
+                  (int)r->query_len, r->query ? r->query : "");
     } else if (rt->rewrite_prefix && r->matched_prefix_len > 0) {
         /* replace the matched prefix: "/foo" + "/foo/bar" -> "/baz" + "/bar" */
         size_t ml = r->matched_prefix_len;
@@ -768,18 +840,18 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         size_t pl = strlen(rt->rewrite_prefix);
         if (pl > 0 && rt->rewrite_prefix[pl - 1] == '/')
             pl--;
-        evbuffer_add_printf(out, "%s %.*s%.*s%s%s%.*s HTTP/1.1\r\n", m, (int)pl, rt->rewrite_prefix,
-                            (int)rl, rest, (pl == 0 && rl == 0) ? "/" : "", r->query ? "?" : "",
-                            (int)r->query_len, r->query ? r->query : "");
+        hb_printf(hb, "%s %.*s%.*s%s%s%.*s HTTP/1.1\r\n", m, (int)pl, rt->rewrite_prefix, (int)rl,
+                  rest, (pl == 0 && rl == 0) ? "/" : "", r->query ? "?" : "", (int)r->query_len,
+                  r->query ? r->query : "");
     } else {
-        evbuffer_add(out, m, strlen(m));
-        evbuffer_add(out, " ", 1);
-        evbuffer_add(out, r->path, r->path_len);
+        hb_add(hb, m, strlen(m));
+        hb_add(hb, " ", 1);
+        hb_add(hb, r->path, r->path_len);
         if (r->query) {
-            evbuffer_add(out, "?", 1);
-            evbuffer_add(out, r->query, r->query_len);
+            hb_add(hb, "?", 1);
+            hb_add(hb, r->query, r->query_len);
         }
-        evbuffer_add(out, " HTTP/1.1\r\n", 11);
+        hb_add(hb, " HTTP/1.1\r\n", 11);
     }
     size_t cl;
     const char *connhdr = lg_req_header(r, "connection", 10, &cl);
@@ -800,18 +872,18 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         if (h->nlen == 4 && strncasecmp(n, "host", 4) == 0) {
             host_done = 1;
             if (r->up_host) {
-                evbuffer_add_printf(out, "Host: %s\r\n", r->up_host);
+                hb_printf(hb, "Host: %s\r\n", r->up_host);
                 continue;
             }
             if (rt->rewrite_authority) {
-                evbuffer_add_printf(out, "Host: %s\r\n", rt->rewrite_authority);
+                hb_printf(hb, "Host: %s\r\n", rt->rewrite_authority);
                 continue;
             }
         }
-        evbuffer_add(out, n, h->nlen);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, r->head + h->voff, h->vlen);
-        evbuffer_add(out, "\r\n", 2);
+        hb_add(hb, n, h->nlen);
+        hb_add(hb, ": ", 2);
+        hb_add(hb, r->head + h->voff, h->vlen);
+        hb_add(hb, "\r\n", 2);
     }
     if (!host_done)
         evbuffer_add_printf(
@@ -819,19 +891,23 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
             r->up_host ? r->up_host
                        : (rt->rewrite_authority ? rt->rewrite_authority : r->backend->name));
     for (size_t i = 0; i < r->nextra; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", r->extra[i].name, r->extra[i].value);
-    mod_append(out, rt->req_hdr);
+        hb_printf(hb, "%s: %s\r\n", r->extra[i].name, r->extra[i].value);
+    hb_mod_append(hb, rt->req_hdr);
+    hb_flush(hb);
     append_forwarded(r, out);
     if (r->traceparent[0])
-        evbuffer_add_printf(out, "traceparent: %s\r\n", r->traceparent);
+        hb_printf(hb, "traceparent: %s\r\n", r->traceparent);
     size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
     if (blen > 0 || r->has_cl || r->chunked_req || r->method == HTTP_POST ||
         r->method == HTTP_PUT || r->method == HTTP_PATCH) {
         char cl[48];
-        int n = snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", blen);
-        evbuffer_add(out, cl, (size_t)n);
+        memcpy(cl, "Content-Length: ", 16);
+        size_t n = 16 + lg_utoa(blen, cl + 16);
+        cl[n++] = '\r';
+        cl[n++] = '\n';
+        hb_add(hb, cl, n);
     }
-    evbuffer_add(out, "\r\n", 2);
+    hb_add(hb, "\r\n", 2);
     if (blen > 0) {
         /* keep the body for a retry: copy, do not move */
         struct evbuffer_iovec v[16];
@@ -841,8 +917,9 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
             nv = evbuffer_peek(r->body, -1, NULL, v, 16);
         }
         for (int i = 0; i < nv && i < 16; i++)
-            evbuffer_add(out, v[i].iov_base, v[i].iov_len);
+            hb_add(hb, v[i].iov_base, v[i].iov_len);
     }
+    hb_flush(hb);
 }
 
 static void up_ready_cb(lg_upconn_t *uc, int status, const char *msg, void *arg);
@@ -1000,6 +1077,9 @@ static int on_resp_complete(http_parser *p)
 /* Writes the client's response head. Picks how the body is relayed. */
 static void write_response_head(lg_req_t *r, struct evbuffer *out)
 {
+    hbuf_t hb_, *hb = &hb_;
+    hb_.n = 0;
+    hb_.out = out;
     lg_conn_t *c = r->conn;
     const lg_route_t *rt = r->route;
     int no_body =
@@ -1021,12 +1101,14 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
             r->keepalive = 0; /* close-delimited for an HTTP/1.0 client */
     }
     {
-        char sl[64];
+        char sl[48];
         const char *rp = r->status_text ? r->status_text : reason_phrase(r->status);
-        int n = snprintf(sl, sizeof(sl), "HTTP/1.1 %d ", r->status);
-        evbuffer_add(out, sl, (size_t)n);
-        evbuffer_add(out, rp, strlen(rp));
-        evbuffer_add(out, "\r\n", 2);
+        memcpy(sl, "HTTP/1.1 ", 9);
+        size_t n = 9 + lg_utoa((uint64_t)(r->status > 0 ? r->status : 0), sl + 9);
+        sl[n++] = ' ';
+        hb_add(hb, sl, n);
+        hb_add(hb, rp, strlen(rp));
+        hb_add(hb, "\r\n", 2);
     }
     size_t cl;
     const char *connhdr = lg_resp_header(r, "connection", 10, &cl);
@@ -1041,23 +1123,25 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
             continue;
         if (mod_touches(rt->resp_hdr, n, h->nlen))
             continue;
-        evbuffer_add(out, n, h->nlen);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, r->rhead + h->voff, h->vlen);
-        evbuffer_add(out, "\r\n", 2);
+        hb_add(hb, n, h->nlen);
+        hb_add(hb, ": ", 2);
+        hb_add(hb, r->rhead + h->voff, h->vlen);
+        hb_add(hb, "\r\n", 2);
     }
     for (size_t i = 0; i < r->nrextra; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", r->rextra[i].name, r->rextra[i].value);
-    mod_append(out, rt->resp_hdr);
+        hb_printf(hb, "%s: %s\r\n", r->rextra[i].name, r->rextra[i].value);
+    hb_mod_append(hb, rt->resp_hdr);
+    hb_flush(hb);
     lg_hooks_cors_headers(r, out);
     if (r->fwd_mode == LG_FWD_CHUNK || (r->fwd_mode == LG_FWD_RAW && r->up_chunked))
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        hb_add(hb, "Transfer-Encoding: chunked\r\n", 28);
     if (!r->keepalive)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        hb_add(hb, "Connection: close\r\n", 19);
     else if (r->vminor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        hb_add(hb, "Connection: keep-alive\r\n", 24);
+    hb_add(hb, "\r\n", 2);
     r->resp_head_sent = 1;
+    hb_flush(hb);
 }
 
 /* Emits body bytes produced in decoded mode (chunked or plain) into `out`. */

@@ -955,7 +955,7 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
         }
         switch (f[i].kind) {
         case 1:
-            lb_add(b, num, (size_t)snprintf(num, sizeof(num), "%zu", f[i].n));
+            lb_add(b, num, lg_utoa(f[i].n, num));
             break;
         case 2:
             lb_path(b, r, json, escape);
@@ -970,11 +970,9 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
                 lb_bare(b, f[i].v, f[i].n, escape);
         }
     }
-    if (json) {
-        lb_add(b, num, (size_t)snprintf(num, sizeof(num), ",\"duration\":\"%lldms\"}", dur));
-    } else {
-        lb_add(b, num, (size_t)snprintf(num, sizeof(num), " duration=%lldms", dur));
-    }
+    lb_str(b, json ? ",\"duration\":\"" : " duration=");
+    lb_add(b, num, lg_utoa((uint64_t)(dur > 0 ? dur : 0), num));
+    lb_str(b, json ? "ms\"}" : "ms");
 }
 
 static void fast_log(lg_req_t *r, int json)
@@ -996,8 +994,8 @@ void lg_runtime_log(lg_req_t *r, void *rl)
     int fast = lg_hooks_fast_log(r);
     if (fast) {
         logctx_t lc;
-        char status[8];
-        snprintf(status, sizeof(status), "%d", r->status);
+        char status[24];
+        lg_utoa((uint64_t)(r->status > 0 ? r->status : 0), status);
         const char *labels[LG_METRICS_HTTP_NLABELS] = {r->backend ? r->backend->name : NULL,
                                                        "http",
                                                        r->up_method ? r->up_method

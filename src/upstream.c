@@ -379,9 +379,13 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 lg_upconn_t *lg_upstream_acquire(lg_upool_t *p, const lg_backend_t *b, int connect_timeout_ms,
                                  lg_upstream_ready_cb *cb, void *arg, lg_err_t *err)
 {
-    char key[512];
-    snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", b->host, b->port, b->tls, b->sni ? b->sni : "",
-             (void *)b->ssl);
+    char kbuf[512];
+    const char *key = b->pool_key;
+    if (!key) {
+        snprintf(kbuf, sizeof(kbuf), "%s|%d|%d|%s|%p", b->host, b->port, b->tls,
+                 b->sni ? b->sni : "", (void *)b->ssl);
+        key = kbuf;
+    }
     bucket_t *bk = find_bucket(p, key, 0);
     int64_t now = lg_mono_us();
     while (bk && bk->idle) {
