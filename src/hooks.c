@@ -1182,8 +1182,9 @@ int lg_hooks_fast_log(lg_req_t *r)
         return 0;
     if (rl) {
         /* plugins ran: their log phase runs first (once); the C line stays exact unless
-         * they added record fields or the request is an LLM or MCP one */
-        if (rl->id)
+         * they added record fields or the request is an MCP one (LLM keys come from
+         * glue.llm_log) */
+        if (rl->io || (rl->id && !rl->llm) || (rl->llm && r->traced))
             return 0;
         if (!rl->logged && rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_LOG)) {
             rl->logged = 1;
@@ -1232,6 +1233,31 @@ int lg_hooks_glue_log(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r
                                : lg_luart_pcall_trusted(rt, 2, 5, "glue.log", &err);
     if (rc != LG_OK) {
         lg_log(LG_LOG_ERR, "lua", "%s", err.msg);
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    consume(L, r, arg);
+    lua_settop(L, top);
+    return LG_OK;
+}
+
+/* For an LLM request logged by the C formatter: finishes the LLM record (glue.llm_log) and
+ * hands its rec.llm table to `consume` (top of the stack). Returns LG_DECLINED when the
+ * request is not an LLM one. */
+int lg_hooks_glue_llm(lg_req_t *r, int (*consume)(lua_State *L, lg_req_t *r, void *arg), void *arg)
+{
+    rlua_t *rl = r->lua;
+    if (!rl || !rl->llm || !rl->id)
+        return LG_DECLINED;
+    lua_State *L = lg_luart_state(rl->rt);
+    int top = lua_gettop(L);
+    if (!glue_get(rl->wrt, "llm_log")) {
+        lua_settop(L, top);
+        return LG_ERR;
+    }
+    lua_pushinteger(L, (lua_Integer)rl->id);
+    lua_pushinteger(L, r->end_us);
+    if (glue_call(rl->wrt, 2, 1, "glue.llm_log") != LG_OK) {
         lua_settop(L, top);
         return LG_ERR;
     }

@@ -125,6 +125,8 @@ void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof);
 /* Builds a worker runtime for `conf` off-line to check plugins and LLM backends. */
 int lg_hooks_check(lg_conf_t *conf, lg_err_t *err);
 int lg_hooks_fast_log(lg_req_t *r);
+int lg_hooks_glue_llm(lg_req_t *r, int (*consume)(struct lua_State *L, lg_req_t *r, void *arg),
+                      void *arg);
 int lg_hooks_glue_span(lg_req_t *r,
                        void (*push_fields)(struct lua_State *L, lg_req_t *r, void *arg), void *arg,
                        int (*consume)(struct lua_State *L, lg_req_t *r, void *arg));

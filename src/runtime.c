@@ -399,8 +399,17 @@ void lg_runtime_bind_worker(lua_State *L, lg_worker_t *w)
 
 /* ---- The log phase of one request ---- */
 
+typedef struct llmf {
+    const char *provider, *req_model, *resp_model;
+    int64_t in, out;
+    int has_in, has_out;
+} llmf_t;
+
+static void fast_log(lg_req_t *r, int json, const llmf_t *llm);
+
 typedef struct logctx {
     int recorded;
+    int fast; /* lg_hooks_fast_log() mode, when the C formatter writes the line */
     lg_worker_t *w;
     const char *labels[LG_METRICS_HTTP_NLABELS + 32];
     char status[8];
@@ -663,44 +672,11 @@ static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
     lua_pop(L, 4);
 }
 
-/* After glue.span: the span table (or nil) is on the top. */
-static int consume_span(lua_State *L, lg_req_t *r, void *arg)
+/* Records the GenAI families from the rec.llm table at index g. */
+static void record_genai(lua_State *L, lg_req_t *r, logctx_t *lc, int g)
 {
-    LG_UNUSED(arg);
-    if (lua_istable(L, -1))
-        submit_spans(L, r, lua_gettop(L));
-    return LG_OK;
-}
-
-/* After glue.log: stack has line, genai, custom, span, mcp. */
-static int consume(lua_State *L, lg_req_t *r, void *arg)
-{
-    logctx_t *lc = arg;
-    int base = lua_gettop(L) - 4;
-    if (lua_istable(L, base + 4)) {
-        lc->labels[1] = "mcp";
-        if (registry)
-            record_mcp(L, r, lc, base + 4);
-    }
-    if (r->traced && lua_istable(L, base + 3))
-        submit_spans(L, r, base + 3);
-    size_t len;
-    const char *line = lua_tolstring(L, base, &len);
-    if (line)
-        lg_accesslog_write(line, len);
-    /* custom label values */
-    if (lua_istable(L, base + 2))
-        for (size_t i = 0; i < ncustom; i++) {
-            lua_rawgeti(L, base + 2, (lua_Integer)i + 1);
-            lc->labels[LG_METRICS_HTTP_NLABELS + i] = lua_tostring(L, -1); /* kept on stack */
-        }
-    if (lua_istable(L, base + 1))
-        lc->labels[1] = "llm";
-    record_http(r, lc); /* while the custom label strings are still on the stack */
-    if (!registry || !lua_istable(L, base + 1))
-        return LG_OK;
+    g = lua_absindex(L, g);
     /* GenAI: operation, system, request model, response model, route ids, custom */
-    int g = base + 1;
     lg_metrics_shard_t *sh = lg_metrics_shard(registry, r->w->id);
     const char *gl[LG_METRICS_TOKEN_NLABELS + 32];
     lua_getfield(L, g, "operation");
@@ -743,6 +719,84 @@ static int consume(lua_State *L, lg_req_t *r, void *arg)
     if (ok)
         lg_metrics_observe(sh, std_ids.gen_ai_tpot, gn, v);
     lua_pop(L, 4);
+}
+
+/* An integer field of the table at t, for the log line. */
+static int intfield(lua_State *L, int t, const char *k, int64_t *v)
+{
+    lua_getfield(L, t, k);
+    int isnum = 0;
+    lua_Integer i = lua_tointegerx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (isnum && i >= 0)
+        *v = (int64_t)i;
+    return isnum && i >= 0;
+}
+
+/* After glue.llm_log: rec.llm (or nil) is on the top. Writes the C log line with the llm.*
+ * keys and records the HTTP and GenAI metrics. */
+static int fast_llm(lua_State *L, lg_req_t *r, void *arg)
+{
+    logctx_t *lc = arg;
+    int g = lua_gettop(L);
+    llmf_t llm = {0};
+    int have = lua_istable(L, g);
+    if (have) {
+        lua_getfield(L, g, "provider");
+        lua_getfield(L, g, "request_model");
+        lua_getfield(L, g, "response_model");
+        llm.provider = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : NULL;
+        llm.req_model = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        llm.resp_model = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        llm.has_in = intfield(L, g, "input_tokens", &llm.in);
+        llm.has_out = intfield(L, g, "output_tokens", &llm.out);
+        lc->labels[1] = "llm";
+    }
+    if (lc->fast == 1 || lc->fast == 2)
+        fast_log(r, lc->fast == 2, have ? &llm : NULL);
+    record_http(r, lc);
+    if (have && registry)
+        record_genai(L, r, lc, g);
+    return LG_OK;
+}
+
+/* After glue.span: the span table (or nil) is on the top. */
+static int consume_span(lua_State *L, lg_req_t *r, void *arg)
+{
+    LG_UNUSED(arg);
+    if (lua_istable(L, -1))
+        submit_spans(L, r, lua_gettop(L));
+    return LG_OK;
+}
+
+/* After glue.log: stack has line, genai, custom, span, mcp. */
+static int consume(lua_State *L, lg_req_t *r, void *arg)
+{
+    logctx_t *lc = arg;
+    int base = lua_gettop(L) - 4;
+    if (lua_istable(L, base + 4)) {
+        lc->labels[1] = "mcp";
+        if (registry)
+            record_mcp(L, r, lc, base + 4);
+    }
+    if (r->traced && lua_istable(L, base + 3))
+        submit_spans(L, r, base + 3);
+    size_t len;
+    const char *line = lua_tolstring(L, base, &len);
+    if (line)
+        lg_accesslog_write(line, len);
+    /* custom label values */
+    if (lua_istable(L, base + 2))
+        for (size_t i = 0; i < ncustom; i++) {
+            lua_rawgeti(L, base + 2, (lua_Integer)i + 1);
+            lc->labels[LG_METRICS_HTTP_NLABELS + i] = lua_tostring(L, -1); /* kept on stack */
+        }
+    if (lua_istable(L, base + 1))
+        lc->labels[1] = "llm";
+    record_http(r, lc); /* while the custom label strings are still on the stack */
+    if (!registry || !lua_istable(L, base + 1))
+        return LG_OK;
+    record_genai(L, r, lc, base + 1);
     return LG_OK;
 }
 
@@ -890,7 +944,7 @@ static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
     free(p.p);
 }
 
-static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
+static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape, const llmf_t *llm)
 {
     char ts[32], num[32];
     size_t tl = lg_time_format(r->end_us, ts);
@@ -903,7 +957,7 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
         size_t n;
         int kind;
     } fld_t;
-    fld_t f[16];
+    fld_t f[24];
     int nf = 0;
 #define FIELD(key, val, len, kd) f[nf++] = (fld_t){key, val, len, kd}
     FIELD("gateway", "default/default", 15, 0);
@@ -928,6 +982,18 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
         lg_trace_hex(r->span_id, 8, sid);
         FIELD("trace.id", tid, 32, 0);
         FIELD("span.id", sid, 16, 0);
+    }
+    if (llm) {
+        if (llm->provider)
+            FIELD("llm.provider", llm->provider, strlen(llm->provider), 0);
+        if (llm->req_model)
+            FIELD("llm.request.model", llm->req_model, strlen(llm->req_model), 0);
+        if (llm->has_in)
+            FIELD("llm.request.tokens", NULL, (size_t)llm->in, 1);
+        if (llm->resp_model)
+            FIELD("llm.response.model", llm->resp_model, strlen(llm->resp_model), 0);
+        if (llm->has_out)
+            FIELD("llm.response.tokens", NULL, (size_t)llm->out, 1);
     }
     if (r->retry_count)
         FIELD("retry.attempt", NULL, (size_t)r->retry_count, 1);
@@ -975,14 +1041,14 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape)
     lb_str(b, json ? "ms\"}" : "ms");
 }
 
-static void fast_log(lg_req_t *r, int json)
+static void fast_log(lg_req_t *r, int json, const llmf_t *llm)
 {
     char stack[2048];
     lbuf_t b = {stack, 0, sizeof(stack), stack};
-    fast_line(&b, r, json, 0);
+    fast_line(&b, r, json, 0, llm);
     if (!json && (memchr(b.p, '\n', b.n) || memchr(b.p, '\r', b.n))) {
         b.n = 0;
-        fast_line(&b, r, json, 1);
+        fast_line(&b, r, json, 1, llm);
     }
     lg_accesslog_write(b.p, b.n);
     if (b.p != stack)
@@ -1007,11 +1073,14 @@ void lg_runtime_log(lg_req_t *r, void *rl)
                                                        r->listener ? r->listener->name : NULL,
                                                        r->route ? r->route->key : NULL,
                                                        NULL};
-        if (fast == 1 || fast == 2)
-            fast_log(r, fast == 2);
         memcpy(lc.labels, labels, sizeof(labels));
         lc.recorded = 0;
         lc.w = r->w;
+        lc.fast = fast;
+        if (lg_hooks_glue_llm(r, fast_llm, &lc) == LG_OK)
+            return;
+        if (fast == 1 || fast == 2)
+            fast_log(r, fast == 2, NULL);
         record_http(r, &lc);
         if (r->traced)
             lg_hooks_glue_span(r, push_fields, &lc, consume_span);

@@ -199,6 +199,16 @@ function M.log(id, c)
     return nil, rec.llm, nil, nil, rec.mcp
 end
 
+-- llm_log(id, end_us) -> rec.llm, for an LLM request whose log line the C core writes
+function M.llm_log(id, end_us)
+    local st = reqs[id]
+    if not st or not st.backend then return nil end
+    local rec = st.rec
+    rec.end_us = end_us
+    pcall(st.backend.on_complete, st.backend, st.ctx, end_us)
+    return rec.llm
+end
+
 -- span(c) -> { name, attrs, status } for a plain traced request whose log line the C core
 -- writes itself
 function M.span(c)
