@@ -672,7 +672,11 @@ static int io_respond(lua_State *L)
     kv_from_table(L, 2, h, &n, 32, &ctype);
     lg_req_t *r = io->r;
     r->reason = status >= 400 && status != 404 ? "MCP" : "Upstream";
+    /* hold the connection: when called from a resumed coroutine no callback frame does,
+     * and a finished Connection: close request would never be released */
+    lg_req_hold(r);
     lg_req_respond(r, status, ctype, body, blen, h, n);
+    lg_req_release(r);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -349,6 +349,32 @@ describe("Streamable HTTP target", () => {
   });
 });
 
+describe("connections", () => {
+  test("Connection: close requests answered after upstream I/O release their sockets", T, async () => {
+    const up = await startEverything("streamableHttp", "fd");
+    const port = await freePort();
+    const gw = await gateway(`
+config: {adminAddr: "{{ADMIN}}", readinessAddr: "{{READY}}", statsAddr: "{{STATS}}", workerThreads: 1}
+binds:
+- port: ${port}
+  listeners:
+  - routes:
+    - backends: [{mcp: {targets: [{name: everything, mcp: {host: "http://127.0.0.1:${up.port}/mcp"}}]}}]
+`);
+    const fds = () => fs.readdirSync(`/proc/${gw.proc.pid}/fd`).length;
+    const init = () => request({ port, method: "POST", path: "/mcp", timeout: 10000,
+      headers: { "content-type": "application/json", accept: "application/json, text/event-stream", connection: "close" } },
+      JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize",
+        params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "fd", version: "1" } } }));
+    assert.equal((await init()).status, 200);
+    await sleep(300);
+    const before = fds();
+    for (let i = 0; i < 20; i++) assert.equal((await init()).status, 200);
+    // each initialize opened a client connection answered from a resumed coroutine
+    await eventually(() => assert.ok(fds() <= before + 3, `fds ${before} -> ${fds()}`), 5000);
+  });
+});
+
 describe("legacy SSE on both sides", () => {
   test("SSEClientTransport to /sse with an sse: target", T, async () => {
     const connected = () => (sse.logs().match(/Client Connected/g) || []).length;
