@@ -269,8 +269,8 @@ static int protected_call(lg_luart_t *rt, int nargs, int nresults)
     return protected_call_budget(rt, nargs, nresults, 1);
 }
 
-static int pcall_common(lg_luart_t *rt, int nargs, int nresults, const char *what,
-                        lg_err_t *err, int budget)
+static int pcall_common(lg_luart_t *rt, int nargs, int nresults, const char *what, lg_err_t *err,
+                        int budget)
 {
     int rc = protected_call_budget(rt, nargs, nresults, budget);
     if (rc == LG_OK)
@@ -288,8 +288,7 @@ int lg_luart_pcall(lg_luart_t *rt, int nargs, int nresults, const char *what, lg
     return pcall_common(rt, nargs, nresults, what, err, 1);
 }
 
-int lg_luart_pcall_trusted(lg_luart_t *rt, int nargs, int nresults, const char *what,
-                           lg_err_t *err)
+int lg_luart_pcall_trusted(lg_luart_t *rt, int nargs, int nresults, const char *what, lg_err_t *err)
 {
     return pcall_common(rt, nargs, nresults, what, err, 0);
 }
