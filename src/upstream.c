@@ -24,6 +24,25 @@
 
 enum { ST_RESOLVING = 1, ST_CONNECTING, ST_BUSY, ST_IDLE };
 
+/* evdns_getaddrinfo_cancel() only schedules the cancelled callback, which may run after the
+ * connection is gone: the callback gets this ticket, which it always frees, and a cancel
+ * only clears ticket->uc. */
+struct dns_ticket {
+    lg_upconn_t *uc;
+};
+
+static void dns_cancel(lg_upconn_t *uc)
+{
+    if (uc->_ticket)
+        uc->_ticket->uc = NULL;
+    uc->_ticket = NULL;
+    if (uc->_dns) {
+        struct evdns_getaddrinfo_request *rq = uc->_dns;
+        uc->_dns = NULL;
+        evdns_getaddrinfo_cancel(rq);
+    }
+}
+
 typedef struct dns_entry {
     char *host;
     struct sockaddr_storage addr;
@@ -50,8 +69,7 @@ struct lg_upool {
 static void conn_free(lg_upconn_t *uc)
 {
     free(uc->_errmsg);
-    if (uc->_dns)
-        evdns_getaddrinfo_cancel(uc->_dns);
+    dns_cancel(uc);
     if (uc->_timer)
         event_free(uc->_timer);
     if (uc->bev)
@@ -188,7 +206,7 @@ void lg_upool_free(lg_upool_t *p)
     for (size_t i = 0; i < p->ncache; i++)
         free(p->cache[i].host);
     event_free(p->sweep);
-    evdns_base_free(p->dns, 0);
+    evdns_base_free(p->dns, 1); /* pending lookups call back (tickets are freed) */
     free(p);
 }
 
@@ -214,10 +232,7 @@ static void finish(lg_upconn_t *uc, int status, const char *msg)
             uc->_errmsg = lg_xstrdup(msg ? msg : "connect failed");
         if (uc->_timer)
             event_free(uc->_timer);
-        if (uc->_dns) {
-            evdns_getaddrinfo_cancel(uc->_dns);
-            uc->_dns = NULL;
-        }
+        dns_cancel(uc);
         uc->_timer = evtimer_new(uc->_pool->base, deferred_fail_cb, uc);
         struct timeval tv = {0, 0};
         evtimer_add(uc->_timer, &tv);
@@ -316,9 +331,17 @@ static void start_connect(lg_upconn_t *uc, const struct sockaddr *sa, socklen_t 
 
 static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 {
-    lg_upconn_t *uc = arg;
+    struct dns_ticket *t = arg;
+    lg_upconn_t *uc = t->uc;
+    free(t);
+    if (!uc) { /* cancelled: the connection is gone */
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
     lg_upool_t *p = uc->_pool;
     uc->_dns = NULL;
+    uc->_ticket = NULL;
     if (result != 0 || !res) {
         char msg[300];
         snprintf(msg, sizeof(msg), "cannot resolve %s: %s", uc->_backend->host,
@@ -369,10 +392,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     LG_UNUSED(fd);
     LG_UNUSED(what);
     snprintf(msg, sizeof(msg), "resolving %s timed out", uc->_backend->host);
-    if (uc->_dns) {
-        evdns_getaddrinfo_cancel(uc->_dns); /* calls dns_cb with CANCEL, which returns */
-        uc->_dns = NULL;
-    }
+    dns_cancel(uc);
     finish(uc, LG_ERR, msg);
 }
 
@@ -456,8 +476,11 @@ lg_upconn_t *lg_upstream_acquire(lg_upool_t *p, const lg_backend_t *b, int conne
     struct timeval tv = {uc->_timeout_ms / 1000, (uc->_timeout_ms % 1000) * 1000};
     uc->_timer = evtimer_new(p->base, timeout_cb, uc);
     evtimer_add(uc->_timer, &tv);
+    struct dns_ticket *t = lg_xmalloc(sizeof(*t));
+    t->uc = uc;
+    uc->_ticket = t;
     struct evdns_getaddrinfo_request *rq =
-        evdns_getaddrinfo(p->dns, b->host, port, &hints, dns_cb, uc);
+        evdns_getaddrinfo(p->dns, b->host, port, &hints, dns_cb, t);
     /* evdns may answer synchronously (hosts file, numeric): dns_cb has then run already;
      * any failure it met was deferred by finish(), so uc is still alive here. */
     if (uc->_state == ST_RESOLVING && !uc->_errmsg)

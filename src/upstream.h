@@ -33,6 +33,7 @@ struct lg_upconn {
     char *_key;
     lg_upconn_t *_next, *_prev;
     struct evdns_getaddrinfo_request *_dns;
+    struct dns_ticket *_ticket; /* the DNS callback's argument; outlives a cancelled lookup */
     lg_upstream_ready_cb *_cb;
     void *_arg;
     const lg_backend_t *_backend;

@@ -87,6 +87,9 @@ binds:
       matches: [{path: {exact: /full}}]
       policies: {urlRewrite: {path: {full: /replaced}, authority: {full: rewritten.host}}}
       backends: [{host: 127.0.0.1:${up.port}}]
+    - name: by-name
+      matches: [{path: {pathPrefix: /by-name}}]
+      backends: [{host: "localhost:${up.port}"}]
     - name: dead
       matches: [{path: {pathPrefix: /dead}}]
       backends: [{host: 127.0.0.1:${deadPort}}]
@@ -212,6 +215,14 @@ binds:
     const f = JSON.parse((await request({ port, path: "/full?q=1" })).body);
     assert.equal(f.url, "/replaced?q=1");
     assert.equal(f.headers.host, "rewritten.host");
+  });
+
+  test("a backend named by hostname is resolved (non-blocking DNS, /etc/hosts)", async () => {
+    for (let i = 0; i < 3; i++) {
+      const r = await request({ port, path: "/by-name/x" });
+      assert.equal(r.status, 200);
+      assert.equal(JSON.parse(r.body).url, "/by-name/x");
+    }
   });
 
   test("directResponse", async () => {
