@@ -47,13 +47,9 @@ local mtype, tointeger, type, pairs, ipairs, tostring, concat, sfmt, floor =
     math.type, math.tointeger, type, pairs, ipairs, tostring, table.concat, string.format,
     math.floor
 
-M.REDACTED = "<redacted>"
-M.SENSITIVE_HEADERS = { "authorization", "proxy-authorization", "cookie", "set-cookie",
-                        "x-api-key", "api-key", "x-goog-api-key" }
--- query parameters whose values are credentials
-local SECRET_PARAMS = { key = true, api_key = true, apikey = true, ["api-key"] = true,
-                        ["x-api-key"] = true, ["x-goog-api-key"] = true, access_token = true,
-                        token = true, client_secret = true, password = true, sig = true }
+local redact = require "lunagate.redact"
+M.REDACTED = redact.REDACTED
+M.SENSITIVE_HEADERS = redact.SENSITIVE_HEADERS
 
 -- ---- JSON encoding (numbers stay numbers, never in exponent notation) ----
 
@@ -371,97 +367,7 @@ end
 
 -- ---- Redaction ----
 
-local function pattern_escape(s)
-    return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
-end
-
--- The strings to hide for one sensitive header value: the value and its credential parts
--- ("Bearer <token>" -> <token>, "a=<v>; b=<w>" -> <v>, <w>), longest first so a token inside a
--- longer value is replaced by the longer match. Cached per value (values repeat per client).
-local TOKENS, ntokens = {}, 0
-
-local function tokens_of(v)
-    local out = TOKENS[v]
-    if out then return out end
-    out = { v }
-    for tok in v:gmatch("[^%s,;]+") do
-        if #tok >= 8 and tok ~= v then out[#out + 1] = tok end
-        local val = tok:match("=(.+)$")
-        if val and #val >= 8 then out[#out + 1] = val end
-    end
-    table.sort(out, function(a, b) return #a > #b end)
-    if ntokens >= 1024 then TOKENS, ntokens = {}, 0 end
-    TOKENS[v], ntokens = out, ntokens + 1
-    return out
-end
-
--- The secret strings of `rec`: sensitive header values and their credential parts, and the
--- values of credential query parameters. Computed once per line, only when needed.
-local function secrets_of(rec, sensitive)
-    local out, lists = {}, 0
-    for _, hs in ipairs({ rec.request_headers, rec.response_headers }) do
-        if type(hs) == "table" then
-            for name, v in pairs(hs) do
-                -- the record's header names are lowercase (contract); others are lowered
-                if type(name) == "string" and type(v) == "string" and #v > 0
-                    and (sensitive[name] or (name:find("%u") and sensitive[name:lower()])) then
-                    local toks = tokens_of(v)
-                    if lists == 0 then
-                        out = toks          -- the common case: one credential header, no copy
-                    else
-                        if lists == 1 then out = { table.unpack(out) } end
-                        for i = 1, #toks do out[#out + 1] = toks[i] end
-                    end
-                    lists = lists + 1
-                end
-            end
-        end
-    end
-    local path = rec.path
-    if type(path) == "string" and path:find("?", 1, true) then
-        for k, v in path:gmatch("[?&]([^=&]+)=([^&#]*)") do
-            if SECRET_PARAMS[k:lower()] and #v >= 4 then
-                if lists <= 1 then out = { table.unpack(out) } end
-                out[#out + 1] = v
-                lists = 2
-            end
-        end
-    end
-    if lists > 1 then table.sort(out, function(a, b) return #a > #b end) end
-    return out
-end
-
-local function scrub(v, secrets, sensitive, depth)
-    local t = type(v)
-    if t == "string" then
-        for i = 1, #secrets do
-            local s = secrets[i]
-            if v:find(s, 1, true) then v = v:gsub(pattern_escape(s), M.REDACTED) end
-        end
-        return v
-    end
-    if t ~= "table" or depth > 32 then return v end
-    local out = {}
-    for k, x in pairs(v) do
-        if type(k) == "string" and sensitive[k:lower()] then
-            out[k] = M.REDACTED
-        else
-            out[k] = scrub(x, secrets, sensitive, depth + 1)
-        end
-    end
-    return out
-end
-
--- http.path with credential query parameters replaced.
-local function redact_path(path)
-    if not path:find("?", 1, true) then return path end
-    local q = path:find("?", 1, true)
-    local query = path:sub(q + 1):gsub("([^=&]+)=([^&#]*)", function(k)
-        if SECRET_PARAMS[k:lower()] then return k .. "=" .. M.REDACTED end
-        return nil
-    end)
-    return path:sub(1, q) .. query
-end
+local secrets_of, scrub, redact_path = redact.secrets_of, redact.scrub, redact.path
 
 -- True when added field `k` must print "<redacted>" for a string or container: its key ends
 -- in a sensitive header name (flatten(request.headers) -> h.authorization), or its expression

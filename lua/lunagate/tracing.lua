@@ -66,9 +66,6 @@ M.REDACTED = "<redacted>"
 local SENSITIVE = { authorization = true, ["proxy-authorization"] = true, cookie = true,
                     ["set-cookie"] = true, ["x-api-key"] = true, ["api-key"] = true,
                     ["x-goog-api-key"] = true }
-local SECRET_PARAMS = { key = true, api_key = true, apikey = true, ["api-key"] = true,
-                        ["x-api-key"] = true, ["x-goog-api-key"] = true, access_token = true,
-                        token = true, client_secret = true, password = true, sig = true }
 
 -- ---- JSON (for maps and mixed lists) ----
 
@@ -571,87 +568,16 @@ local function as_double(v)
     return nil
 end
 
-local function redact_path(path)
-    local q = path:find("?", 1, true)
-    if not q then return path end
-    local query = path:sub(q + 1):gsub("([^=&]+)=([^&#]*)", function(k)
-        if SECRET_PARAMS[k:lower()] then return k .. "=" .. M.REDACTED end
-        return nil
-    end)
-    return path:sub(1, q) .. query
-end
-
 local function strip_query(path)
     if type(path) ~= "string" then return nil end
     local q = path:find("?", 1, true)
     return q and path:sub(1, q - 1) or path
 end
 
--- The secret strings of rec: sensitive header values and their credential parts
--- the strings to hide for one sensitive header value: the value and its credential parts
--- ("Bearer <token>" -> <token>, "a=<v>; b=<w>" -> <v>, <w>); cached per value (bounded)
-local TOKENS, ntokens = {}, 0
-
-local function tokens_of(v)
-    local out = TOKENS[v]
-    if out then return out end
-    out = { v }
-    for tok in v:gmatch("[^%s,;]+") do
-        if #tok >= 8 and tok ~= v then out[#out + 1] = tok end
-        local val = tok:match("=(.+)$")
-        if val and #val >= 8 then out[#out + 1] = val end
-    end
-    if ntokens >= 1024 then TOKENS, ntokens = {}, 0 end
-    TOKENS[v], ntokens = out, ntokens + 1
-    return out
-end
-
--- The secret strings of rec (longest first): sensitive header values and their credential
--- parts, and the values of credential query parameters.
-local function secrets_of(rec)
-    local out = {}
-    for _, hs in ipairs({ rec.request_headers, rec.response_headers }) do
-        if type(hs) == "table" then
-            for name, v in pairs(hs) do
-                if type(name) == "string" and type(v) == "string" and #v > 0
-                    and (SENSITIVE[name] or (name:find("%u") and SENSITIVE[name:lower()])) then
-                    local toks = tokens_of(v)
-                    for i = 1, #toks do out[#out + 1] = toks[i] end
-                end
-            end
-        end
-    end
-    if type(rec.path) == "string" and rec.path:find("?", 1, true) then
-        for k, v in rec.path:gmatch("[?&]([^=&]+)=([^&#]*)") do
-            if SECRET_PARAMS[k:lower()] and #v >= 4 then out[#out + 1] = v end
-        end
-    end
-    if #out > 1 then table.sort(out, function(a, b) return #a > #b end) end
-    return out
-end
-
-local function scrub(v, secrets, depth)
-    local t = type(v)
-    if t == "string" then
-        for i = 1, #secrets do
-            local s = secrets[i]
-            if v:find(s, 1, true) then
-                v = v:gsub(s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"), M.REDACTED)
-            end
-        end
-        return v
-    end
-    if t ~= "table" or depth > 32 then return v end
-    local out = {}
-    for k, x in pairs(v) do
-        if type(k) == "string" and SENSITIVE[k:lower()] then
-            out[k] = M.REDACTED
-        else
-            out[k] = scrub(x, secrets, depth + 1)
-        end
-    end
-    return out
-end
+local redact = require "lunagate.redact"
+local redact_path = redact.path
+local function secrets_of(rec) return redact.secrets_of(rec, SENSITIVE) end
+local function scrub(v, secrets, depth) return redact.scrub(v, secrets, SENSITIVE, depth) end
 
 local VERSIONS = { ["HTTP/1.1"] = "1.1", ["HTTP/1.0"] = "1.0", ["HTTP/2"] = "2", ["HTTP/2.0"] = "2",
                    ["HTTP/3"] = "3" }
