@@ -123,7 +123,7 @@ typedef struct rlua {
     lg_luart_req_t lr;
     int chain;
     uint64_t id; /* glue request id, 0 when glue has no state for the request */
-    int llm, rewrite, observe, local, logged;
+    int llm, rewrite, observe, logged;
     struct mcpio *io;
     struct event *ev;
     struct evbuffer *sse; /* partial SSE event for body_filter plugins */
@@ -200,7 +200,6 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
     wrt->next_id = 1;
     lua_State *L = lg_luart_state(rt);
     if (w) {
-        lg_runtime_bind_worker(L, w);
         lg_lapi_http_bind(L, w->base, w->pool);
         lg_lapi_http_set_resumer(L, mcp_resumer, wrt);
     }
@@ -421,7 +420,6 @@ static void llm_local(lg_req_t *r, rlua_t *rl, lua_State *L, int status, int has
     hh[n++] = (lg_kv_t){"Cache-Control", 13, "no-cache", 8};
     lg_req_stream_head(r, status, hh, n);
     lua_pop(L, 2);
-    rl->local = 1;
     rl->ev = evtimer_new(r->w->base, local_event_cb, r);
     struct timeval tv = {0, 0};
     evtimer_add(rl->ev, &tv);
@@ -623,7 +621,6 @@ typedef struct mcpio {
     lua_State *co; /* the request's coroutine */
     int co_ref;    /* keeps the coroutine alive */
     lg_wrt_t *wrt;
-    int started;          /* stream_start called */
     struct mcpio **owner; /* the request's pointer to us, cleared by whoever goes first */
     struct mcpio *next;
 } mcpio_t;
@@ -695,7 +692,6 @@ static int io_stream_start(lua_State *L)
     const char *ctype = NULL;
     kv_from_table(L, 2, h, &n, 30, &ctype);
     h[n++] = (lg_kv_t){"Content-Type", 12, (char *)(ctype ? ctype : "text/event-stream"), 0};
-    io->started = 1;
     io->r->reason = "Upstream";
     lg_req_stream_head(io->r, status, h, n);
     lua_pushboolean(L, 1);
@@ -960,11 +956,6 @@ void lg_hooks_trace_start(lg_req_t *r)
     memcpy(out.span_id, r->client_span_id, 8);
     out.flags = LG_TRACE_FLAG_SAMPLED;
     lg_traceparent_format(&out, r->traceparent);
-}
-
-void lg_hooks_upstream_connected(lg_req_t *r)
-{
-    LG_UNUSED(r);
 }
 
 /* ---- Response ---- */

@@ -109,9 +109,8 @@ void lg_lapi_header_change(lg_hslice_t *hdrs, size_t n, const char *base, lg_kv_
 /* hooks.c */
 int lg_hooks_cors_preflight(lg_req_t *r); /* 1: answered */
 void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out);
-int lg_hooks_access(lg_req_t *r);       /* LG_OK: continue; else answered */
-void lg_hooks_trace_start(lg_req_t *r); /* sampling decision, ids, traceparent */
-void lg_hooks_upstream_connected(lg_req_t *r);
+int lg_hooks_access(lg_req_t *r);        /* LG_OK: continue; else answered */
+void lg_hooks_trace_start(lg_req_t *r);  /* sampling decision, ids, traceparent */
 int lg_hooks_header_filter(lg_req_t *r); /* LG_OK, or answered with an error */
 int lg_hooks_body_rewrites(lg_req_t *r); /* 1: body passes through hooks */
 /* Body bytes in decoded mode (eof=1 with no data at the end); emits into out. */

@@ -122,7 +122,6 @@ static void reload(app_t *app, const char *why)
         free(dump);
         return;
     }
-    lg_runtime_conf_changed(app->base, c);
     lg_conf_unref(app->conf);
     app->conf = c;
     free(app->dump);

@@ -269,16 +269,6 @@ static int mod_touches(const lg_hdr_mod_t *m, const char *n, size_t l)
     return 0;
 }
 
-static void mod_append(struct evbuffer *out, const lg_hdr_mod_t *m)
-{
-    if (!m)
-        return;
-    for (size_t i = 0; i < m->nset; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", m->set[i].name, m->set[i].value);
-    for (size_t i = 0; i < m->nadd; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", m->add[i].name, m->add[i].value);
-}
-
 const char *lg_req_header(lg_req_t *r, const char *name, size_t nlen, size_t *vlen)
 {
     for (size_t i = 0; i < r->nhdrs; i++) {
@@ -358,6 +348,18 @@ static void hb_printf(hbuf_t *h, const char *fmt, ...)
     va_end(ap);
 }
 
+static void hb_mod_append(hbuf_t *h, const lg_hdr_mod_t *m);
+
+/* A header modifier's lines straight into `out`. */
+static void append_mod(struct evbuffer *out, const lg_hdr_mod_t *m)
+{
+    hbuf_t hb;
+    hb.n = 0;
+    hb.out = out;
+    hb_mod_append(&hb, m);
+    hb_flush(&hb);
+}
+
 static void hb_mod_append(hbuf_t *h, const lg_hdr_mod_t *m)
 {
     if (!m)
@@ -393,7 +395,7 @@ void lg_req_respond(lg_req_t *r, int status, const char *ctype, const char *body
     for (size_t i = 0; i < nextra; i++)
         evbuffer_add_printf(out, "%s: %s\r\n", extra[i].name, extra[i].value);
     if (r->route && r->route->resp_hdr)
-        mod_append(out, r->route->resp_hdr);
+        append_mod(out, r->route->resp_hdr);
     lg_hooks_cors_headers(r, out);
     evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
     if (!keep)
@@ -1014,7 +1016,6 @@ static void up_ready_cb(lg_upconn_t *uc, int status, const char *msg, void *arg)
     } else {
         r->up = uc;
         r->connect_us = uc->connect_us;
-        lg_hooks_upstream_connected(r);
         upstream_send(r);
     }
     conn_release(c);
@@ -1337,7 +1338,7 @@ void lg_req_stream_head(lg_req_t *r, int status, const lg_kv_t *hdrs, size_t n)
     for (size_t i = 0; i < n; i++)
         evbuffer_add_printf(out, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
     if (r->route && r->route->resp_hdr)
-        mod_append(out, r->route->resp_hdr);
+        append_mod(out, r->route->resp_hdr);
     lg_hooks_cors_headers(r, out);
     if (client11)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);

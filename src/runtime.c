@@ -365,12 +365,6 @@ int lg_runtime_start(lua_State *L, lg_conf_t *c, int nworkers, lg_err_t *err)
     return LG_OK;
 }
 
-void lg_runtime_conf_changed(struct event_base *base, lg_conf_t *c)
-{
-    LG_UNUSED(base);
-    LG_UNUSED(c);
-}
-
 void lg_runtime_stop(void)
 {
     lg_otlp_stop(2000);
@@ -387,14 +381,6 @@ void lg_runtime_conn_accepted(lg_worker_t *w, int port, int tls)
     snprintf(bind, sizeof(bind), "bind/%d", port);
     const char *v[LG_METRICS_TCP_NLABELS] = {bind, "default/default", NULL, tls ? "https" : "http"};
     lg_metrics_add(lg_metrics_shard(registry, w->id), std_ids.downstream_connections, v, 1);
-}
-
-/* ---- Per worker ---- */
-
-void lg_runtime_bind_worker(lua_State *L, lg_worker_t *w)
-{
-    LG_UNUSED(L);
-    LG_UNUSED(w);
 }
 
 /* ---- The log phase of one request ---- */

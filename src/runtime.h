@@ -30,7 +30,6 @@ int lg_runtime_check(lua_State *L, lg_conf_t *c, lg_err_t *err);
 
 /* Starts the log writer, metrics and exporter for the first configuration. */
 int lg_runtime_start(lua_State *L, lg_conf_t *c, int nworkers, lg_err_t *err);
-void lg_runtime_conf_changed(struct event_base *base, lg_conf_t *c);
 void lg_runtime_reload_outcome(int ok);
 const char *lg_runtime_metrics(const char *accept, struct evbuffer *out);
 void lg_runtime_stop(void);
@@ -38,8 +37,6 @@ void lg_runtime_stop(void);
 struct lg_worker;
 struct lg_req;
 struct lg_metrics;
-/* Per worker: binds worker-specific Lua namespaces to its state. */
-void lg_runtime_bind_worker(lua_State *L, struct lg_worker *w);
 /* A plugin failed on worker w (NULL: main thread). */
 void lg_runtime_plugin_error(struct lg_worker *w, const char *plugin);
 /* The log phase of a request: access log, metrics, spans. `rl` is hooks.c's state. */

@@ -220,11 +220,6 @@ function M.span(c)
     return { name = name, attrs = attrs, status = status }
 end
 
--- record(id) -> the request record (for plugins' log phase), or nil
-function M.record(id)
-    local st = reqs[id]
-    return st and st.rec
-end
 
 function M.release(id)
     reqs[id] = nil
@@ -295,20 +290,6 @@ function M.mcp_handle(id, ri, bi, method, path, query, headers, body, io, start_
         rec, io)
 end
 
--- is_mcp(route_index) -> true when the route has an `mcp:` backend
-function M.is_mcp(ri)
-    local entry = routes[ri + 1]
-    return entry and entry.mcp or false
-end
 
--- is_llm(route_index) -> true when the route has an `ai:` backend
-function M.is_llm(ri)
-    local entry = routes[ri + 1]
-    if not entry then return false end
-    for _, b in pairs(entry.backends) do
-        if b and b.on_request then return true end
-    end
-    return false
-end
 
 return M
