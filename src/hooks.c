@@ -15,6 +15,7 @@
 #include "trace.h"
 #include "lapi_http.h"
 #include "lapi_proc.h"
+#include "llmnative.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,16 +103,19 @@ void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out)
 typedef struct lg_wrt {
     lg_luart_t *rt;
     lg_conf_t *conf;
-    int *chains;       /* per route index: plugin chain id or -1 */
-    char *llm;         /* per route index: 1 when the route has an ai backend */
-    char *mcp;         /* per route index: 1 when the route has an mcp backend */
-    struct mcpio *ios; /* MCP requests whose coroutine is alive */
-    int glue_ref;      /* registry ref of the lunagate.glue module */
+    int *chains;             /* per route index: plugin chain id or -1 */
+    char *llm;               /* per route index: 1 when the route has an ai backend */
+    char *mcp;               /* per route index: 1 when the route has an mcp backend */
+    lg_llmn_plan_t ***plans; /* per route index, per backend: the C chat completions path */
+    size_t *nplans;          /* per route index: backends in plans[] */
+    struct mcpio *ios;       /* MCP requests whose coroutine is alive */
+    int glue_ref;            /* registry ref of the lunagate.glue module */
     uint64_t next_id;
     SSL_CTX *tls;              /* client context for provider hosts (system roots) */
     int refs;                  /* the worker's, plus one per request using it */
     int tracing;               /* config.tracing is set */
     int fast_log;              /* glue.fast_log(): 0 Lua, 1 text in C, 2 json in C, 3 none */
+    int span_fast;             /* glue.span_fast(): plain spans have only default attributes */
     int needs_headers;         /* some expression reads request headers: put them in the record */
     int user_log_code;         /* logging.format names a user plugin: run it under the budget */
     double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
@@ -124,6 +128,7 @@ typedef struct rlua {
     int chain;
     uint64_t id; /* glue request id, 0 when glue has no state for the request */
     int llm, rewrite, observe, logged;
+    lg_llmn_t *native; /* on the C chat completions path (llmnative.c) */
     struct mcpio *io;
     struct event *ev;
     struct evbuffer *sse; /* partial SSE event for body_filter plugins */
@@ -145,6 +150,15 @@ static void wrt_free(lg_wrt_t *wrt)
     }
     if (wrt->tls)
         SSL_CTX_free(wrt->tls);
+    if (wrt->plans) {
+        for (size_t i = 0; i <= wrt->conf->nroutes; i++) {
+            for (size_t k = 0; k < wrt->nplans[i]; k++)
+                lg_llmn_plan_free(wrt->plans[i][k]);
+            free(wrt->plans[i]);
+        }
+        free(wrt->plans);
+        free(wrt->nplans);
+    }
     free(wrt->chains);
     free(wrt->llm);
     free(wrt->mcp);
@@ -177,6 +191,32 @@ static int glue_call(lg_wrt_t *wrt, int nargs, int nres, const char *what)
         return LG_ERR;
     }
     return LG_OK;
+}
+
+/* glue.native_plan for each backend of an LLM route. */
+static void native_plans(lg_wrt_t *wrt, const lg_route_t *r)
+{
+    lua_State *L = lg_luart_state(wrt->rt);
+    if (!wrt->plans) {
+        wrt->plans = lg_xcalloc(wrt->conf->nroutes + 1, sizeof(*wrt->plans));
+        wrt->nplans = lg_xcalloc(wrt->conf->nroutes + 1, sizeof(*wrt->nplans));
+    }
+    wrt->plans[r->index] = lg_xcalloc(r->nbackends, sizeof(lg_llmn_plan_t *));
+    wrt->nplans[r->index] = r->nbackends;
+    for (size_t i = 0; i < r->nbackends; i++) {
+        if (r->backends[i].kind != LG_BACKEND_AI)
+            continue;
+        if (!glue_get(wrt, "native_plan")) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushinteger(L, r->index);
+        lua_pushinteger(L, (lua_Integer)i);
+        if (glue_call(wrt, 2, 1, "glue.native_plan") == LG_OK) {
+            wrt->plans[r->index][i] = lg_llmn_plan_new(L, -1);
+            lua_pop(L, 1);
+        }
+    }
 }
 
 static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
@@ -246,6 +286,12 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         wrt->fast_log = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
+    if (!glue_get(wrt, "span_fast")) {
+        lua_pop(L, 1);
+    } else if (lg_luart_pcall(rt, 0, 1, "glue.span_fast", err) == LG_OK) {
+        wrt->span_fast = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     /* sampling: glue.sampling() -> enabled, random probability (or -1 for CEL), client */
     if (!glue_get(wrt, "sampling")) {
         lua_pop(L, 1);
@@ -269,6 +315,8 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
                     if (r->backends[i].kind == LG_BACKEND_MCP)
                         wrt->mcp[r->index] = 1;
                 }
+                if (wrt->llm[r->index])
+                    native_plans(wrt, r);
             }
     wrt->tls = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(wrt->tls, TLS1_2_VERSION);
@@ -475,6 +523,84 @@ static void local_event_cb(evutil_socket_t fd, short what, void *arg)
     lg_req_release(r);
 }
 
+/* Points the request at an LLM upstream: a per-request backend, method, path, Host. */
+static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port, int tls,
+                         const char *sni, const char *method, const char *path)
+{
+    lg_backend_t *b = &r->dyn_backend;
+    free(b->host), free(b->name), free(b->sni);
+    b->kind = LG_BACKEND_HOST;
+    b->host = lg_xstrdup(host);
+    b->port = port;
+    b->tls = tls;
+    b->sni = b->tls ? lg_xstrdup(sni ? sni : b->host) : NULL;
+    b->ssl = b->tls ? wrt->tls : NULL;
+    b->insecure = 0;
+    char name[300];
+    snprintf(name, sizeof(name), "%s:%d", b->host, b->port);
+    b->name = lg_xstrdup(name);
+    b->weight = 1;
+    r->backend = b;
+    if (method && strcmp(method, http_method_str(r->method)) != 0) {
+        free(r->up_method);
+        r->up_method = lg_xstrdup(method);
+    }
+    if (path) {
+        free(r->up_path);
+        r->up_path = lg_xstrdup(path);
+    }
+    free(r->up_host);
+    r->up_host = lg_xstrdup((b->tls ? b->port != 443 : b->port != 80) ? name : b->host);
+}
+
+/* The C chat completions path (llmnative.c), when the request qualifies: nothing else
+ * about it needs Lua (no plugin phase after access, no span, a log line the C formatter
+ * writes). LG_DECLINED sends it the Lua way. */
+static int native_access(lg_req_t *r, rlua_t *rl, const lg_llmn_plan_t *p)
+{
+    lg_wrt_t *wrt = rl->wrt;
+    if (wrt->fast_log == 0 || r->traced || r->method != HTTP_POST || rl->lr.rec_ref != LUA_NOREF)
+        return LG_DECLINED;
+    if (rl->chain >= 0 && (lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_HEADER_FILTER) ||
+                           lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER) ||
+                           lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_LOG)))
+        return LG_DECLINED;
+    const char *path = r->up_path ? r->up_path : r->path;
+    size_t plen = r->up_path ? strcspn(r->up_path, "?") : r->path_len;
+    if (!lg_llmn_path_ok(path, plen))
+        return LG_DECLINED;
+    size_t bl = r->body ? evbuffer_get_length(r->body) : 0;
+    const char *body = bl ? (const char *)evbuffer_pullup(r->body, -1) : NULL;
+    char *patched;
+    size_t patched_len;
+    lg_llmn_t *n = lg_llmn_request(p, body, bl, r->start_us, &patched, &patched_len);
+    if (!n)
+        return LG_DECLINED;
+    rl->native = n;
+    rl->llm = 1;
+    rl->observe = 1;
+    set_upstream(r, wrt, p->host, p->port, p->tls, p->sni, "POST", p->path);
+    free(r->up_host);
+    r->up_host = lg_xstrdup(p->host_header);
+    /* as Backend:new_upstream and apply_auth: these go, then the plan's headers are set */
+    static const char *const rm[] = {"content-length", "accept-encoding", "authorization",
+                                     "x-api-key",      "api-key",         "x-goog-api-key"};
+    for (size_t i = 0; i < (p->auth_name ? LG_ARRAY_SIZE(rm) : 2); i++)
+        lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, rm[i],
+                              strlen(rm[i]), NULL, 0);
+    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, "content-type", 12,
+                          "application/json", 16);
+    if (p->auth_name)
+        lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, p->auth_name,
+                              strlen(p->auth_name), p->auth_value, strlen(p->auth_value));
+    if (patched) {
+        evbuffer_drain(r->body, bl);
+        evbuffer_add(r->body, patched, patched_len);
+        free(patched);
+    }
+    return LG_OK;
+}
+
 static int llm_access(lg_req_t *r, rlua_t *rl)
 {
     lg_wrt_t *wrt = rl->wrt;
@@ -491,6 +617,10 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
             pick -= rt->backends[i].weight;
         }
     }
+    const lg_llmn_plan_t *plan =
+        wrt->plans && (size_t)bi < wrt->nplans[rt->index] ? wrt->plans[rt->index][bi] : NULL;
+    if (plan && native_access(r, rl, plan) == LG_OK)
+        return LG_OK;
     rl->id = wrt->next_id++;
     rl->llm = 1;
     glue_get(wrt, "llm_request");
@@ -534,38 +664,10 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
         return LG_DECLINED;
     }
     /* upstream: host port tls sni method path headers_set headers_remove body */
-    lg_backend_t *b = &r->dyn_backend;
-    free(b->host), free(b->name), free(b->sni);
-    b->kind = LG_BACKEND_HOST;
-    b->host = lg_xstrdup(lua_tostring(L, base + 1) ? lua_tostring(L, base + 1) : "");
-    b->port = (int)lua_tointeger(L, base + 2);
-    b->tls = lua_toboolean(L, base + 3);
-    b->sni =
-        b->tls ? lg_xstrdup(lua_tostring(L, base + 4) ? lua_tostring(L, base + 4) : b->host) : NULL;
-    b->ssl = b->tls ? wrt->tls : NULL;
-    b->insecure = 0;
-    char name[300];
-    snprintf(name, sizeof(name), "%s:%d", b->host, b->port);
-    b->name = lg_xstrdup(name);
-    b->weight = 1;
-    r->backend = b;
-    const char *m = lua_tostring(L, base + 5);
-    if (m && strcmp(m, http_method_str(r->method)) != 0) {
-        free(r->up_method);
-        r->up_method = lg_xstrdup(m);
-    }
-    const char *p = lua_tostring(L, base + 6);
-    if (p) {
-        free(r->up_path);
-        r->up_path = lg_xstrdup(p);
-    }
-    if (b->tls ? b->port != 443 : b->port != 80) {
-        free(r->up_host);
-        r->up_host = lg_xstrdup(name);
-    } else {
-        free(r->up_host);
-        r->up_host = lg_xstrdup(b->host);
-    }
+    const char *host = lua_tostring(L, base + 1);
+    set_upstream(r, wrt, host ? host : "", (int)lua_tointeger(L, base + 2),
+                 lua_toboolean(L, base + 3), lua_tostring(L, base + 4), lua_tostring(L, base + 5),
+                 lua_tostring(L, base + 6));
     /* headers_remove, then headers_set */
     if (lua_istable(L, base + 8)) {
         size_t nrem = lua_rawlen(L, base + 8);
@@ -966,6 +1068,11 @@ int lg_hooks_header_filter(lg_req_t *r)
     if (!rl)
         return LG_OK;
     lua_State *L = lg_luart_state(rl->rt);
+    if (rl->native) {
+        size_t cl;
+        const char *ct = lg_resp_header(r, "content-type", 12, &cl);
+        lg_llmn_headers(rl->native, r->status, ct, ct ? cl : 0);
+    }
     if (rl->llm && rl->id) {
         glue_get(rl->wrt, "llm_headers");
         lua_pushinteger(L, (lua_Integer)rl->id);
@@ -1113,6 +1220,10 @@ void lg_hooks_body(lg_req_t *r, const char *data, size_t len, int eof, struct ev
 void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof)
 {
     rlua_t *rl = r->lua;
+    if (rl && rl->native) {
+        lg_llmn_body(rl->native, data, len, eof);
+        return;
+    }
     if (!rl || !rl->llm || !rl->id)
         return;
     lua_State *L = lg_luart_state(rl->rt);
@@ -1129,6 +1240,20 @@ int lg_hooks_error_body(lg_req_t *r, int status, const char *msg, const char *ty
 {
     rlua_t *rl = r->lua;
     LG_UNUSED(type);
+    if (rl && rl->native) { /* the OpenAI error shape */
+        lua_State *L = lg_luart_state(rl->rt);
+        glue_get(rl->wrt, "openai_error");
+        lua_pushinteger(L, status);
+        lua_pushstring(L, msg);
+        if (glue_call(rl->wrt, 2, 1, "glue.openai_error") != LG_OK)
+            return 0;
+        size_t bl;
+        const char *body = lua_tolstring(L, -1, &bl);
+        if (body)
+            evbuffer_add(out, body, bl);
+        lua_pop(L, 1);
+        return body != NULL;
+    }
     if (!rl || !rl->llm || !rl->id)
         return 0;
     lua_State *L = lg_luart_state(rl->rt);
@@ -1261,6 +1386,24 @@ int lg_hooks_glue_llm(lg_req_t *r, int (*consume)(lua_State *L, lg_req_t *r, voi
     return LG_OK;
 }
 
+int lg_hooks_span_fast(lg_req_t *r)
+{
+    lg_wrt_t *wrt = (lg_wrt_t *)r->w->wrt;
+    rlua_t *rl = r->lua;
+    if (!wrt || wrt->conf != r->conf || !wrt->span_fast)
+        return 0;
+    return !rl || (!rl->llm && !rl->io && !rl->id && rl->lr.rec_ref == LUA_NOREF);
+}
+
+int lg_hooks_native_llm(lg_req_t *r, lg_llm_log_t *f)
+{
+    rlua_t *rl = r->lua;
+    if (!rl || !rl->native)
+        return LG_DECLINED;
+    lg_llmn_fields(rl->native, r->end_us, f);
+    return LG_OK;
+}
+
 /* For a traced request logged by the C formatter: asks glue.span for the span's name,
  * attributes and status and hands them to `consume` (stack: span table). */
 int lg_hooks_glue_span(lg_req_t *r, void (*push_fields)(lua_State *L, lg_req_t *r, void *arg),
@@ -1308,6 +1451,7 @@ void lg_hooks_req_free(lg_req_t *r)
             event_free(rl->ev);
         if (rl->sse)
             evbuffer_free(rl->sse);
+        lg_llmn_free(rl->native);
         if (rl->id) {
             lua_State *L = lg_luart_state(rl->rt);
             lua_rawgeti(L, LUA_REGISTRYINDEX, rl->wrt->glue_ref);

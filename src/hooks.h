@@ -124,6 +124,23 @@ void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof);
 /* Builds a worker runtime for `conf` off-line to check plugins and LLM backends. */
 int lg_hooks_check(lg_conf_t *conf, lg_err_t *err);
 int lg_hooks_fast_log(lg_req_t *r);
+
+/* 1 when the span of traced request `r` has only the default attributes, which the C core
+ * builds itself (glue.span_fast(), and no LLM, MCP or plugin record). */
+int lg_hooks_span_fast(lg_req_t *r);
+
+/* What the log line and the GenAI metrics of an LLM request use (strings borrowed). */
+typedef struct lg_llm_log {
+    const char *operation, *provider, *req_model, *resp_model;
+    int64_t in, out, cached_in, cache_write;
+    int has_in, has_out, has_cached_in, has_cache_write;
+    double ttft, tpot;
+    int has_ttft, has_tpot;
+} lg_llm_log_t;
+
+/* For a request the C core served on its own LLM path (llmnative.c): fills *f and returns
+ * LG_OK; LG_DECLINED for any other request. Strings stay valid until the request is freed. */
+int lg_hooks_native_llm(lg_req_t *r, lg_llm_log_t *f);
 int lg_hooks_glue_llm(lg_req_t *r, int (*consume)(struct lua_State *L, lg_req_t *r, void *arg),
                       void *arg);
 int lg_hooks_glue_span(lg_req_t *r,

@@ -860,7 +860,8 @@ int lg_metrics_register_standard(lg_metrics_t *m, lg_std_metrics_t *ids,
                                       ROUTE_LABELS};
     static const char *const tcp[] = {"bind", "gateway", "listener", "protocol"};
     static const char *const tag[] = {"tag"}, *const transport[] = {"transport"},
-                             *const plugin[] = {"plugin"}, *const outcome[] = {"outcome"};
+                             *const plugin[] = {"plugin"}, *const outcome[] = {"outcome"},
+                             *const parser[] = {"parser"};
     const char *l[4][LG_METRICS_MAX_LABELS];
     size_t nl[4];
 
@@ -916,6 +917,9 @@ int lg_metrics_register_standard(lg_metrics_t *m, lg_std_metrics_t *ids,
         "Runtime errors raised by Lua plugins", plugin, 1, NULL, 0);
     FAM(config_reloads, LG_METRICS_COUNTER, "config_reloads",
         "Configuration reloads by outcome (success or failure)", outcome, 1, NULL, 0);
+    FAM(llm_requests, LG_METRICS_COUNTER, "llm_requests",
+        "LLM requests by what parsed them: c (the built-in chat completions path) or lua", parser,
+        1, NULL, 0);
 #undef HIST
 #undef FAM
 

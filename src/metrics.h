@@ -155,6 +155,7 @@ typedef struct lg_std_metrics {
     int spans_dropped;             /* counter, no labels */
     int lua_plugin_errors;         /* counter{plugin} */
     int config_reloads;            /* counter{outcome} */
+    int llm_requests;              /* counter{parser}: c or lua */
 } lg_std_metrics_t;
 
 /* Label counts and orders of the standard families, for callers filling `values`:

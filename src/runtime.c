@@ -385,11 +385,7 @@ void lg_runtime_conn_accepted(lg_worker_t *w, int port, int tls)
 
 /* ---- The log phase of one request ---- */
 
-typedef struct llmf {
-    const char *provider, *req_model, *resp_model;
-    int64_t in, out;
-    int has_in, has_out;
-} llmf_t;
+typedef lg_llm_log_t llmf_t;
 
 static void fast_log(lg_req_t *r, int json, const llmf_t *llm);
 
@@ -659,90 +655,103 @@ static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
 }
 
 /* Records the GenAI families from the rec.llm table at index g. */
-static void record_genai(lua_State *L, lg_req_t *r, logctx_t *lc, int g)
+static void record_genai(lg_req_t *r, logctx_t *lc, const llmf_t *f, int native)
 {
-    g = lua_absindex(L, g);
+    const char *parser[1] = {native ? "c" : "lua"};
+    lg_metrics_add(lg_metrics_shard(registry, r->w->id), std_ids.llm_requests, parser, 1);
     /* GenAI: operation, system, request model, response model, route ids, custom */
     lg_metrics_shard_t *sh = lg_metrics_shard(registry, r->w->id);
     const char *gl[LG_METRICS_TOKEN_NLABELS + 32];
-    lua_getfield(L, g, "operation");
-    lua_getfield(L, g, "provider");
-    lua_getfield(L, g, "request_model");
-    lua_getfield(L, g, "response_model");
-    gl[1] = lua_tostring(L, -4);
-    gl[2] = lua_tostring(L, -3);
-    gl[3] = lua_tostring(L, -2);
-    gl[4] = lua_tostring(L, -1);
-    if (gl[1] == NULL)
-        gl[1] = "chat";
+    gl[1] = f->operation ? f->operation : "chat";
+    gl[2] = f->provider;
+    gl[3] = f->req_model;
+    gl[4] = f->resp_model;
     for (int i = 0; i < 5; i++) /* bind gateway listener route route_rule */
         gl[5 + i] = lc->labels[5 + i];
     for (size_t i = 0; i < ncustom; i++)
         gl[LG_METRICS_TOKEN_NLABELS + i] = lc->labels[LG_METRICS_HTTP_NLABELS + i];
-    static const struct {
-        const char *field, *type;
-    } tokens[] = {
-        {"input_tokens", "input"},
-        {"output_tokens", "output"},
-        {"cached_input_tokens", "input_cache_read"},
-        {"cache_creation_input_tokens", "input_cache_write"},
-    };
-    int ok;
-    for (size_t i = 0; i < LG_ARRAY_SIZE(tokens); i++) {
-        double v = numfield(L, g, tokens[i].field, &ok);
-        if (ok) {
-            gl[0] = tokens[i].type;
-            lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, v);
-        }
+    if (f->has_in) {
+        gl[0] = "input";
+        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->in);
+    }
+    if (f->has_out) {
+        gl[0] = "output";
+        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->out);
+    }
+    if (f->has_cached_in) {
+        gl[0] = "input_cache_read";
+        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->cached_in);
+    }
+    if (f->has_cache_write) {
+        gl[0] = "input_cache_write";
+        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->cache_write);
     }
     const char **gn = gl + 1; /* the other GenAI families have no token type */
     double dur = (double)(r->end_mono - r->start_mono) / 1e6;
     lg_metrics_observe(sh, std_ids.gen_ai_request_duration, gn, dur);
-    double v = numfield(L, g, "ttft", &ok);
-    if (ok)
-        lg_metrics_observe(sh, std_ids.gen_ai_ttft, gn, v);
-    v = numfield(L, g, "tpot", &ok);
-    if (ok)
-        lg_metrics_observe(sh, std_ids.gen_ai_tpot, gn, v);
-    lua_pop(L, 4);
+    if (f->has_ttft)
+        lg_metrics_observe(sh, std_ids.gen_ai_ttft, gn, f->ttft);
+    if (f->has_tpot)
+        lg_metrics_observe(sh, std_ids.gen_ai_tpot, gn, f->tpot);
 }
 
-/* An integer field of the table at t, for the log line. */
-static int intfield(lua_State *L, int t, const char *k, int64_t *v)
+/* The rec.llm table at g as an llmf_t (strings stay on the Lua stack: 4 values pushed). */
+static void llmf_from_lua(lua_State *L, int g, llmf_t *f)
 {
-    lua_getfield(L, t, k);
-    int isnum = 0;
-    lua_Integer i = lua_tointegerx(L, -1, &isnum);
-    lua_pop(L, 1);
-    if (isnum && i >= 0)
-        *v = (int64_t)i;
-    return isnum && i >= 0;
+    int ok;
+    memset(f, 0, sizeof(*f));
+    lua_getfield(L, g, "operation");
+    lua_getfield(L, g, "provider");
+    lua_getfield(L, g, "request_model");
+    lua_getfield(L, g, "response_model");
+    f->operation = lua_type(L, -4) == LUA_TSTRING ? lua_tostring(L, -4) : NULL;
+    f->provider = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : NULL;
+    f->req_model = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    f->resp_model = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    double v = numfield(L, g, "input_tokens", &ok);
+    if ((f->has_in = ok))
+        f->in = (int64_t)v;
+    v = numfield(L, g, "output_tokens", &ok);
+    if ((f->has_out = ok))
+        f->out = (int64_t)v;
+    v = numfield(L, g, "cached_input_tokens", &ok);
+    if ((f->has_cached_in = ok))
+        f->cached_in = (int64_t)v;
+    v = numfield(L, g, "cache_creation_input_tokens", &ok);
+    if ((f->has_cache_write = ok))
+        f->cache_write = (int64_t)v;
+    v = numfield(L, g, "ttft", &ok);
+    if ((f->has_ttft = ok))
+        f->ttft = v;
+    v = numfield(L, g, "tpot", &ok);
+    if ((f->has_tpot = ok))
+        f->tpot = v;
 }
 
-/* After glue.llm_log: rec.llm (or nil) is on the top. Writes the C log line with the llm.*
- * keys and records the HTTP and GenAI metrics. */
+/* The log line and metrics of an LLM request the C formatter logs. */
+static void log_llm(lg_req_t *r, logctx_t *lc, const llmf_t *llm, int native)
+{
+    if (llm)
+        lc->labels[1] = "llm";
+    if (lc->fast == 1 || lc->fast == 2)
+        fast_log(r, lc->fast == 2, llm);
+    record_http(r, lc);
+    if (llm && registry)
+        record_genai(r, lc, llm, native);
+}
+
+/* After glue.llm_log: rec.llm (or nil) is on the top. */
 static int fast_llm(lua_State *L, lg_req_t *r, void *arg)
 {
-    logctx_t *lc = arg;
     int g = lua_gettop(L);
-    llmf_t llm = {0};
-    int have = lua_istable(L, g);
-    if (have) {
-        lua_getfield(L, g, "provider");
-        lua_getfield(L, g, "request_model");
-        lua_getfield(L, g, "response_model");
-        llm.provider = lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : NULL;
-        llm.req_model = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        llm.resp_model = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        llm.has_in = intfield(L, g, "input_tokens", &llm.in);
-        llm.has_out = intfield(L, g, "output_tokens", &llm.out);
-        lc->labels[1] = "llm";
+    llmf_t llm;
+    if (!lua_istable(L, g)) {
+        log_llm(r, arg, NULL, 0);
+        return LG_OK;
     }
-    if (lc->fast == 1 || lc->fast == 2)
-        fast_log(r, lc->fast == 2, have ? &llm : NULL);
-    record_http(r, lc);
-    if (have && registry)
-        record_genai(L, r, lc, g);
+    llmf_from_lua(L, g, &llm);
+    log_llm(r, arg, &llm, 0);
+    lua_pop(L, 4);
     return LG_OK;
 }
 
@@ -782,7 +791,10 @@ static int consume(lua_State *L, lg_req_t *r, void *arg)
     record_http(r, lc); /* while the custom label strings are still on the stack */
     if (!registry || !lua_istable(L, base + 1))
         return LG_OK;
-    record_genai(L, r, lc, base + 1);
+    llmf_t llm;
+    llmf_from_lua(L, base + 1, &llm);
+    record_genai(r, lc, &llm, 0);
+    lua_pop(L, 4);
     return LG_OK;
 }
 
@@ -974,11 +986,11 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape, const llmf_t
             FIELD("llm.provider", llm->provider, strlen(llm->provider), 0);
         if (llm->req_model)
             FIELD("llm.request.model", llm->req_model, strlen(llm->req_model), 0);
-        if (llm->has_in)
+        if (llm->has_in && llm->in >= 0)
             FIELD("llm.request.tokens", NULL, (size_t)llm->in, 1);
         if (llm->resp_model)
             FIELD("llm.response.model", llm->resp_model, strlen(llm->resp_model), 0);
-        if (llm->has_out)
+        if (llm->has_out && llm->out >= 0)
             FIELD("llm.response.tokens", NULL, (size_t)llm->out, 1);
     }
     if (r->retry_count)
@@ -1063,6 +1075,11 @@ void lg_runtime_log(lg_req_t *r, void *rl)
         lc.recorded = 0;
         lc.w = r->w;
         lc.fast = fast;
+        llmf_t nat;
+        if (lg_hooks_native_llm(r, &nat) == LG_OK) {
+            log_llm(r, &lc, &nat, 1);
+            return;
+        }
         if (lg_hooks_glue_llm(r, fast_llm, &lc) == LG_OK)
             return;
         if (fast == 1 || fast == 2)

@@ -124,6 +124,15 @@ function M.llm_request(id, ri, bi, method, path, headers, body, start_us)
     return "respond", resp.status or 200, resp.headers or {}, resp.body, resp.events ~= nil
 end
 
+-- native_plan(route_index, backend_index) -> the backend's plan for the C core's own chat
+-- completions path (lunagate.llm Backend:native_plan), or nil
+function M.native_plan(ri, bi)
+    local entry = routes[ri + 1]
+    local backend = entry and entry.backends[bi + 1]
+    if not backend or entry.mcp then return nil end
+    return backend:native_plan()
+end
+
 -- llm_headers(id, status, headers) -> headers_set | nil, headers_remove | nil, status | nil, rewrites
 function M.llm_headers(id, status, headers)
     local st = reqs[id]
@@ -170,6 +179,13 @@ function M.llm_peek_delay(id)
     local resp = st and st["local"]
     local e = resp and resp.events and resp.events[(st.ev or 0) + 1]
     return e and e.delay_ms or 0
+end
+
+-- openai_error(status, message) -> body: an error in the OpenAI shape, for requests on the
+-- C core's own chat completions path (no glue state)
+function M.openai_error(status, message)
+    return llm.protocols.openai_chat.error_body and
+        require("lunagate.llm.util").encode(llm.protocols.openai_chat.error_body(status, message))
 end
 
 -- llm_error(id, status, message) -> status, headers, body (in the client's API shape)
@@ -252,6 +268,13 @@ function M.fast_log()
     if lg.format == "text" then return 1 end
     if lg.format == "json" then return 2 end
     return 0
+end
+
+-- span_fast() -> true when plain requests' spans carry only the default attributes, which
+-- the C core builds without calling span()
+function M.span_fast()
+    local tr = telemetry and telemetry.tracer
+    return tr ~= nil and tr:defaults_only()
 end
 
 -- sampling() -> tracing enabled, random probability (-1: CEL), client probability

@@ -514,6 +514,15 @@ function M.new(tconf)
     return self
 end
 
+-- defaults_only() -> true when a span's attributes are exactly the defaults (no filter,
+-- preset, fields.add or fields.remove): the C core then builds plain requests' spans itself
+-- (src/runtime.c plain_span), the same attributes defaults() gives a record with no LLM,
+-- MCP or plugin fields.
+function Tracer:defaults_only()
+    return not self.filter and not self.preset_fields and not self.add and not self.has_remove
+        and next(self.suppress) == nil
+end
+
 function Tracer:sampling()
     return { random = self.random, random_cel = self.random_cel, client = self.client,
              client_cel = self.client_cel }

@@ -409,6 +409,40 @@ function Backend:upstream_path(route, model, streaming, client_path)
     return p
 end
 
+-- native_plan() -> table | nil: what the C core needs to serve this backend's OpenAI chat
+-- completions requests itself (src/llmnative.c), when nothing about them needs Lua: the
+-- upstream speaks openai_chat, the path, auth header and body do not depend on the request
+-- beyond what the C scanner reads, and no prompt or completion is captured. nil otherwise;
+-- the C core then calls on_request and friends as for every other request.
+function Backend:native_plan()
+    local prov = self.provider
+    if prov.is_local or self.routes or self.model or prov.prepare_body or prov.path
+            or self.path_override or self.formats.completions ~= "openai_chat"
+            or self.capture.prompt or self.capture.completion or not self.host then
+        return nil
+    end
+    local auth = prov.auth or "bearer"
+    local auth_name, auth_value
+    if self.key then
+        if auth == "bearer" then
+            auth_name, auth_value = "authorization", "Bearer " .. self.key
+        elseif type(auth) == "string" and auth ~= "sigv4" then
+            auth_name, auth_value = auth, self.key
+        else
+            return nil
+        end
+    elseif prov.sign_without_key then
+        return nil
+    end
+    return {
+        host = self.host, port = self.port, tls = self.tls and true or false, sni = self.sni,
+        path = self.base .. (prov.paths.completions or ""),
+        host_header = host_header(self.host, self.port, self.tls),
+        auth_name = auth_name, auth_value = auth_value,
+        provider = self.identity,
+    }
+end
+
 function Backend:on_request(rec, req)
     local now = self.clock
     local ctx = {
