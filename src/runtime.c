@@ -556,7 +556,8 @@ static void span_attr(lg_span_t *sp, lua_State *L, int e)
     lua_pop(L, 3);
 }
 
-static void submit_spans(lua_State *L, lg_req_t *r, int st)
+/* The SERVER span of r, without name and attributes. */
+static lg_span_t *span_begin(lg_req_t *r)
 {
     lg_span_t *sp = lg_span_new();
     memcpy(sp->trace_id, r->trace_id, 16);
@@ -572,35 +573,18 @@ static void submit_spans(lua_State *L, lg_req_t *r, int st)
     const char *ts = lg_req_header(r, "tracestate", 10, &tsl);
     if (ts)
         lg_span_set_trace_state(sp, ts, tsl);
-    lua_getfield(L, st, "name");
-    size_t nl;
-    const char *name = lua_tolstring(L, -1, &nl);
-    char dflt[300];
-    if (!name) {
-        nl = (size_t)snprintf(dflt, sizeof(dflt), "%s %.*s", http_method_str(r->method),
-                              (int)r->path_len, r->path);
-        name = dflt;
-    }
-    lg_span_set_name(sp, name, nl);
-    lua_pop(L, 1);
-    lua_getfield(L, st, "attrs");
-    if (lua_istable(L, -1)) {
-        int a = lua_gettop(L);
-        size_t n = lua_rawlen(L, a);
-        for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, a, (lua_Integer)i);
-            if (lua_istable(L, -1))
-                span_attr(sp, L, lua_gettop(L));
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
+    return sp;
+}
+
+/* Sets the SERVER span's status, makes the CLIENT child for the upstream call and hands
+ * both to the exporter. */
+static void span_end(lg_req_t *r, lg_span_t *sp)
+{
     int error = r->status >= 500 || r->error;
     if (error) {
         const char *msg = r->error ? r->error : "server error";
         lg_span_set_status(sp, LG_SPAN_STATUS_ERROR, msg, strlen(msg));
     }
-    /* the CLIENT child for the upstream call */
     lg_span_t *cs = NULL;
     if (r->up_sent_mono && r->backend) {
         cs = lg_span_new();
@@ -630,6 +614,37 @@ static void submit_spans(lua_State *L, lg_req_t *r, int st)
     if (cs)
         lg_otlp_submit(cs);
 }
+
+static void submit_spans(lua_State *L, lg_req_t *r, int st)
+{
+    lg_span_t *sp = span_begin(r);
+    lua_getfield(L, st, "name");
+    size_t nl;
+    const char *name = lua_tolstring(L, -1, &nl);
+    char dflt[300];
+    if (!name) {
+        nl = (size_t)snprintf(dflt, sizeof(dflt), "%s %.*s", http_method_str(r->method),
+                              (int)r->path_len, r->path);
+        name = dflt;
+    }
+    lg_span_set_name(sp, name, nl);
+    lua_pop(L, 1);
+    lua_getfield(L, st, "attrs");
+    if (lua_istable(L, -1)) {
+        int a = lua_gettop(L);
+        size_t n = lua_rawlen(L, a);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, a, (lua_Integer)i);
+            if (lua_istable(L, -1))
+                span_attr(sp, L, lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    span_end(r, sp);
+}
+
+static void plain_span(lg_req_t *r);
 
 static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
 {
@@ -902,10 +917,11 @@ static void lb_json(lbuf_t *b, const char *s, size_t n)
     lb_add(b, "\"", 1);
 }
 
-/* http.path with credential query parameters replaced by <redacted>. */
-static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
+/* The path and query with credential query parameters replaced by <redacted> (as
+ * lunagate.redact.path) into the empty buffer p. */
+static void redacted_path(lbuf_t *pb, lg_req_t *r)
 {
-    lbuf_t p = {0};
+    lbuf_t p = *pb;
     lb_add(&p, r->path, r->path_len);
     if (r->query) {
         lb_add(&p, "?", 1);
@@ -935,11 +951,78 @@ static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
             q = amp ? amp + 1 : end;
         }
     }
+    *pb = p;
+}
+
+/* http.path with credential query parameters replaced by <redacted>. */
+static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
+{
+    char stack[512];
+    lbuf_t p = {stack, 0, sizeof(stack), stack};
+    redacted_path(&p, r);
     if (json)
-        lb_json(b, p.p ? p.p : "", p.n);
+        lb_json(b, p.p, p.n);
     else
-        lb_bare(b, p.p ? p.p : "", p.n, escape);
-    free(p.p);
+        lb_bare(b, p.p, p.n, escape);
+    if (p.p != stack)
+        free(p.p);
+}
+
+/* The span of a plain request when it has only the default attributes: what
+ * lunagate.tracing's defaults() and default_name() make of push_fields' record, in the
+ * same order (spec/04-integration/30-tracing.test.mjs compares both ways). */
+static void plain_span(lg_req_t *r)
+{
+    lg_span_t *sp = span_begin(r);
+    const char *method = r->up_method ? r->up_method : http_method_str(r->method);
+    size_t ml = strlen(method);
+    char stack[512];
+    lbuf_t p = {stack, 0, sizeof(stack), stack};
+    lb_add(&p, method, ml);
+    lb_add(&p, " ", 1);
+    lb_add(&p, r->path, r->path_len);
+    lg_span_set_name(sp, p.p, p.n);
+    lg_span_attr_str(sp, "gateway", "default/default", 15);
+    if (r->listener)
+        lg_span_attr_str(sp, "listener", r->listener->name, strlen(r->listener->name));
+    if (r->route)
+        lg_span_attr_str(sp, "route", r->route->key, strlen(r->route->key));
+    if (r->backend)
+        lg_span_attr_str(sp, "endpoint", r->backend->name, strlen(r->backend->name));
+    lg_span_attr_str(sp, "src.addr", r->src, strlen(r->src));
+    lg_span_attr_str(sp, "http.method", method, ml);
+    if (r->host)
+        lg_span_attr_str(sp, "http.host", r->host, r->host_len);
+    if (r->path) {
+        p.n = 0;
+        redacted_path(&p, r);
+        lg_span_attr_str(sp, "http.path", p.p, p.n);
+    }
+    const char *version = r->vminor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    lg_span_attr_str(sp, "http.version", version, 8);
+    if (r->status)
+        lg_span_attr_int(sp, "http.status", r->status);
+    char hex[33];
+    lg_trace_hex(r->trace_id, 16, hex);
+    lg_span_attr_str(sp, "trace.id", hex, 32);
+    lg_trace_hex(r->span_id, 8, hex);
+    lg_span_attr_str(sp, "span.id", hex, 16);
+    lg_span_attr_str(sp, "protocol", "http", 4);
+    if (r->retry_count)
+        lg_span_attr_int(sp, "retry.attempt", r->retry_count);
+    if (r->reason && strcmp(r->reason, "Upstream") != 0)
+        lg_span_attr_str(sp, "reason", r->reason, strlen(r->reason));
+    lg_span_attr_str(sp, "url.scheme", "http", 4);
+    lg_span_attr_str(sp, "network.protocol.version", version + 5, 3);
+    if (r->status >= 500) {
+        char num[24];
+        lg_span_attr_str(sp, "error.type", num, lg_utoa((uint64_t)r->status, num));
+    } else if (r->error || (r->client_gone && !r->resp_done)) {
+        lg_span_attr_str(sp, "error.type", "_OTHER", 6);
+    }
+    if (p.p != stack)
+        free(p.p);
+    span_end(r, sp);
 }
 
 static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape, const llmf_t *llm)
@@ -1085,8 +1168,12 @@ void lg_runtime_log(lg_req_t *r, void *rl)
         if (fast == 1 || fast == 2)
             fast_log(r, fast == 2, NULL);
         record_http(r, &lc);
-        if (r->traced)
-            lg_hooks_glue_span(r, push_fields, &lc, consume_span);
+        if (r->traced) {
+            if (lg_hooks_span_fast(r))
+                plain_span(r);
+            else
+                lg_hooks_glue_span(r, push_fields, &lc, consume_span);
+        }
         return;
     }
     logctx_t lc;

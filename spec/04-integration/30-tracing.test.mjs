@@ -13,7 +13,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import OpenAI from "openai";
-import { startGateway, freePort, request, eventually, sleep, ROOT } from "../helpers/gateway.mjs";
+import { startGateway, freePort, request, eventually, sleep, upstream, ROOT } from "../helpers/gateway.mjs";
 import { startOtlpReceiver } from "../helpers/otlp-receiver.mjs";
 import { startFakeProvider, FAKE_TEXT } from "../helpers/fake-provider.mjs";
 
@@ -429,6 +429,79 @@ binds:
       assert.equal(spans[0].parentSpanId, "");
     } finally {
       await gw.stop();
+    }
+  });
+
+  // Plain requests' spans with only the default attributes are built in C (runtime.c
+  // plain_span); a `fields.remove` of a key no span has sends them through lunagate.tracing
+  // instead. Both gateways must export the same spans.
+  test("plain spans: the C builder and lunagate.tracing agree", async () => {
+    const up = await upstream((req, res) => {
+      res.writeHead(req.url.startsWith("/fail") ? 503 : 200, { "content-type": "text/plain" });
+      res.end("ok");
+    });
+    const dead = await freePort();
+    const gws = {};
+    try {
+      for (const via of ["c", "lua"]) {
+        const port = await freePort();
+        gws[via] = { port, gw: await startGateway(`
+config:
+  adminAddr: "{{ADMIN}}"
+  readinessAddr: "{{READY}}"
+  statsAddr: "{{STATS}}"
+  workerThreads: 1
+  tracing:
+    otlpEndpoint: http://127.0.0.1:${rx.grpcPort}
+    randomSampling: true${via === "lua" ? "\n    fields: {remove: [no.such.attribute]}" : ""}
+binds:
+- port: ${port}
+  listeners:
+  - name: front
+    routes:
+    - name: dead
+      matches: [{path: {pathPrefix: /dead}}]
+      backends: [{host: "127.0.0.1:${dead}"}]
+    - name: direct
+      matches: [{path: {pathPrefix: /direct}}]
+      policies: {directResponse: {body: "nope", status: 418}}
+    - name: up
+      backends: [{host: "127.0.0.1:${up.port}"}]
+`, { env: { OTEL_SERVICE_NAME: `plain-${via}` } }) };
+      }
+      const reqs = [
+        { path: "/a/b?key=s3cr3t&x=1&token=t" },
+        { path: "/fail/now", method: "DELETE" },
+        { path: "/dead/x" },
+        { path: "/direct" },
+        { path: "/parent", headers: { traceparent: traceparent(hex(16), hex(8)), tracestate: "k=v" } },
+      ];
+      for (const via of ["c", "lua"]) {
+        for (const q of reqs) {
+          const r = await request({ port: gws[via].port, path: q.path, method: q.method || "GET",
+                                    headers: q.headers || {}, timeout: 5000 });
+          assert.ok(r.status > 0);
+        }
+      }
+      const norm = (x) => {
+        const a = { ...x.attributes };
+        for (const k of ["trace.id", "span.id", "src.addr", "http.host"]) {
+          assert.ok(k === "http.host" || x.kind !== KIND_SERVER || a[k], `${x.name}: ${k}`);
+          delete a[k];
+        }
+        return { name: x.name, kind: x.kind, status: x.status, keys: Object.keys(a), attrs: a,
+                 traceState: x.traceState, parent: x.parentSpanId !== "" };
+      };
+      const of = (via) => spansWhere(rx, (x) => x.resource["service.name"]?.value === `plain-${via}`, 8);
+      const c = (await of("c")).map(norm), lua = (await of("lua")).map(norm);
+      assert.equal(c.length, lua.length);
+      const byName = (l) => [...l].sort((p, q) => (p.name + p.kind).localeCompare(q.name + q.kind));
+      assert.deepEqual(byName(c), byName(lua));
+      const a = byName(c).find((x) => x.name === "GET /a/b").attrs;
+      assert.equal(a["http.path"].value, "/a/b?key=<redacted>&x=1&token=<redacted>");
+    } finally {
+      for (const g of Object.values(gws)) await g.gw.stop();
+      await up.close();
     }
   });
 
