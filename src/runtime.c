@@ -827,20 +827,25 @@ typedef struct lbuf {
     char *stack; /* the caller's buffer p starts in; heap only past it */
 } lbuf_t;
 
-static void lb_add(lbuf_t *b, const char *s, size_t n)
+static void lb_grow(lbuf_t *b, size_t n)
 {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        if (b->p == b->stack || !b->p) {
-            char *h = lg_xmalloc(cap);
-            if (b->n)
-                memcpy(h, b->p, b->n);
-            b->p = h;
-        } else {
-            b->p = lg_xrealloc(b->p, cap);
-        }
-        b->cap = cap;
+    size_t cap = (b->n + n + 1) * 2;
+    if (b->p == b->stack || !b->p) {
+        char *h = lg_xmalloc(cap);
+        if (b->n)
+            memcpy(h, b->p, b->n);
+        b->p = h;
+    } else {
+        b->p = lg_xrealloc(b->p, cap);
     }
+    b->cap = cap;
+}
+
+/* Called ~40 times per log line: the common case is a bounds check and a memcpy. */
+static inline void lb_add(lbuf_t *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap)
+        lb_grow(b, n);
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
@@ -849,6 +854,8 @@ static void lb_str(lbuf_t *b, const char *s)
 {
     lb_add(b, s, strlen(s));
 }
+
+#define LB_LIT(b, lit) lb_add((b), (lit), sizeof(lit) - 1)
 
 /* A bare text value: control bytes escaped only when the line would break (CR/LF). */
 static void lb_bare(lbuf_t *b, const char *s, size_t n, int escape)
@@ -1034,13 +1041,15 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape, const llmf_t
     const char *err =
         r->error ? r->error : (r->client_gone && !r->resp_done ? "client disconnected" : NULL);
     typedef struct {
-        const char *k, *v;
-        size_t n;
+        const char *k, *v; /* k: " key=" (text) or ",\"key\":" (json) */
+        size_t kl, n;
         int kind;
     } fld_t;
     fld_t f[24];
     int nf = 0;
-#define FIELD(key, val, len, kd) f[nf++] = (fld_t){key, val, len, kd}
+#define FIELD(key, val, len, kd)                                                                   \
+    f[nf++] = json ? (fld_t){",\"" key "\":", val, sizeof(",\"" key "\":") - 1, len, kd}           \
+                   : (fld_t){" " key "=", val, sizeof(" " key "=") - 1, len, kd}
     FIELD("gateway", "default/default", 15, 0);
     if (r->listener)
         FIELD("listener", r->listener->name, strlen(r->listener->name), 0);
@@ -1083,23 +1092,15 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape, const llmf_t
 #undef FIELD
     long long dur = (long long)((r->end_mono - r->start_mono) / 1000);
     if (json) {
-        lb_str(b, "{\"level\":\"info\",\"time\":\"");
+        LB_LIT(b, "{\"level\":\"info\",\"time\":\"");
         lb_add(b, ts, tl);
-        lb_str(b, "\",\"scope\":\"request\"");
+        LB_LIT(b, "\",\"scope\":\"request\"");
     } else {
         lb_add(b, ts, tl);
-        lb_str(b, "\tinfo\trequest");
+        LB_LIT(b, "\tinfo\trequest");
     }
     for (int i = 0; i < nf; i++) {
-        if (json) {
-            lb_str(b, ",\"");
-            lb_str(b, f[i].k);
-            lb_str(b, "\":");
-        } else {
-            lb_str(b, " ");
-            lb_str(b, f[i].k);
-            lb_str(b, "=");
-        }
+        lb_add(b, f[i].k, f[i].kl);
         switch (f[i].kind) {
         case 1:
             lb_add(b, num, lg_utoa(f[i].n, num));
@@ -1117,9 +1118,15 @@ static void fast_line(lbuf_t *b, lg_req_t *r, int json, int escape, const llmf_t
                 lb_bare(b, f[i].v, f[i].n, escape);
         }
     }
-    lb_str(b, json ? ",\"duration\":\"" : " duration=");
+    if (json)
+        LB_LIT(b, ",\"duration\":\"");
+    else
+        LB_LIT(b, " duration=");
     lb_add(b, num, lg_utoa((uint64_t)(dur > 0 ? dur : 0), num));
-    lb_str(b, json ? "ms\"}" : "ms");
+    if (json)
+        LB_LIT(b, "ms\"}");
+    else
+        LB_LIT(b, "ms");
 }
 
 static void fast_log(lg_req_t *r, int json, const llmf_t *llm)
