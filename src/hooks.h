@@ -20,7 +20,9 @@ typedef struct lg_hslice {
     int deleted;
 } lg_hslice_t;
 
-enum { LG_FWD_NONE = 0, LG_FWD_RAW, LG_FWD_CHUNK, LG_FWD_PLAIN };
+/* How a response body reaches the client: not at all, verbatim, re-chunked, as is to the
+ * close (HTTP/1.0), or rewritten in one piece with a fresh Content-Length (LG_FWD_WHOLE). */
+enum { LG_FWD_NONE = 0, LG_FWD_RAW, LG_FWD_CHUNK, LG_FWD_PLAIN, LG_FWD_WHOLE };
 
 typedef struct lg_req lg_req_t;
 

@@ -1075,8 +1075,9 @@ static int on_resp_complete(http_parser *p)
     return 0;
 }
 
-/* Writes the client's response head. Picks how the body is relayed. */
-static void write_response_head(lg_req_t *r, struct evbuffer *out)
+/* Writes the client's response head. Picks how the body is relayed, unless the body was
+ * already rewritten whole (LG_FWD_WHOLE: `whole` bytes follow). */
+static void write_response_head(lg_req_t *r, struct evbuffer *out, size_t whole)
 {
     hbuf_t hb_, *hb = &hb_;
     hb_.n = 0;
@@ -1090,7 +1091,9 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
     r->observe = !rewrite && lg_hooks_body_observes(r);
     if (c->w->draining)
         r->keepalive = 0;
-    if (no_body)
+    if (r->fwd_mode == LG_FWD_WHOLE)
+        ; /* chosen by whole_body() */
+    else if (no_body)
         r->fwd_mode = LG_FWD_NONE;
     else if (!rewrite && (r->up_has_cl || (r->up_chunked && client11)))
         r->fwd_mode = LG_FWD_RAW;
@@ -1136,6 +1139,14 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out)
     lg_hooks_cors_headers(r, out);
     if (r->fwd_mode == LG_FWD_CHUNK || (r->fwd_mode == LG_FWD_RAW && r->up_chunked))
         hb_add(hb, "Transfer-Encoding: chunked\r\n", 28);
+    if (r->fwd_mode == LG_FWD_WHOLE) {
+        char cl[40];
+        memcpy(cl, "Content-Length: ", 16);
+        size_t n = 16 + lg_utoa((uint64_t)whole, cl + 16);
+        cl[n++] = '\r';
+        cl[n++] = '\n';
+        hb_add(hb, cl, n);
+    }
     if (!r->keepalive)
         hb_add(hb, "Connection: close\r\n", 19);
     else if (r->vminor == 0)
@@ -1152,7 +1163,13 @@ void lg_req_emit(lg_req_t *r, const char *data, size_t len, struct evbuffer *out
         return;
     r->resp_bytes += len;
     if (r->fwd_mode == LG_FWD_CHUNK) {
-        evbuffer_add_printf(out, "%zx\r\n", len);
+        char hex[24];
+        size_t n = sizeof(hex);
+        hex[--n] = '\n';
+        hex[--n] = '\r';
+        for (size_t v = len; v; v >>= 4)
+            hex[--n] = "0123456789abcdef"[v & 15];
+        evbuffer_add(out, hex + n, sizeof(hex) - n);
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
     } else {
@@ -1169,6 +1186,30 @@ static void response_done(lg_req_t *r, struct evbuffer *out)
     if (r->fwd_mode == LG_FWD_CHUNK)
         evbuffer_add(out, "0\r\n\r\n", 5);
     r->resp_done = 1;
+}
+
+#define WHOLE_MAX (256 * 1024)
+
+/* A body that plugins rewrite, already here in full after its head (Content-Length, small):
+ * body_filter sees it in one call with eof, and the client gets a Content-Length instead of
+ * chunks. Writes the head and the body; returns 0 when the body is not all here. */
+static int whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
+{
+    if (!r->up_has_cl || r->up_cl > WHOLE_MAX || r->method == HTTP_HEAD || r->status == 204 ||
+        r->status == 304 || !lg_hooks_body_rewrites(r) || evbuffer_get_length(in) < r->up_cl)
+        return 0;
+    size_t cl = (size_t)r->up_cl;
+    const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
+    struct evbuffer *tmp = evbuffer_new();
+    r->fwd_mode = LG_FWD_WHOLE;
+    lg_hooks_body(r, body, cl, 1, tmp);
+    evbuffer_drain(in, cl);
+    write_response_head(r, out, evbuffer_get_length(tmp));
+    evbuffer_add_buffer(out, tmp);
+    evbuffer_free(tmp);
+    r->rp_state = 2;
+    r->resp_done = 1;
+    return 1;
 }
 
 /* Feeds the upstream's input to the response parser and relays what it may. */
@@ -1225,7 +1266,9 @@ static void relay(lg_req_t *r)
                 r->body_out = NULL;
                 return; /* answered with a 500 */
             }
-            write_response_head(r, out);
+            if (r->rp_state == 1 && whole_body(r, in, out))
+                break;
+            write_response_head(r, out, 0);
             if (r->rp_state == 2 || r->fwd_mode == LG_FWD_NONE) {
                 response_done(r, out);
                 break;

@@ -10,7 +10,7 @@ import path from "node:path";
 import http from "node:http";
 import crypto from "node:crypto";
 import {
-  ROOT, startGateway, upstream, request, freePort, sleep, eventually, tmpdir, runBin,
+  ROOT, startGateway, upstream, request, freePort, sleep, eventually, tmpdir, runBin, raw,
 } from "../helpers/gateway.mjs";
 
 const FIXTURES = path.join(ROOT, "spec/fixtures/plugins");
@@ -64,6 +64,11 @@ describe("plugins from a user folder", () => {
           "da", "ta: one\n", "\nda", "ta: drop\n\ndata: tw", "o\n", "\n", "data: replace\n\ndata: th",
           "ree\n\n",
         ]);
+      }
+      if (req.url === "/sse/whole") {
+        const all = "data: one\n\ndata: drop\n\ndata: replace\n\n";
+        res.writeHead(200, { "content-type": "text/event-stream", "content-length": Buffer.byteLength(all) });
+        return res.end(all);
       }
       if (req.url === "/slow") {
         res.setHeader("content-type", "text/plain");
@@ -249,6 +254,20 @@ binds:
     assert.match(r.headers["content-type"], /text\/event-stream/);
     assert.equal(r.body,
       "data: seen one\n\n" + "data: seen two\n\n" + "data: replaced\n\n" + "data: seen three\n\n");
+  });
+
+  test("a rewritten body that arrives whole is filtered once and keeps a Content-Length", async () => {
+    for (const v of ["1.1", "1.0"]) {
+      const got = await raw(port, `GET /sse/whole HTTP/${v}\r\nHost: x\r\n\r\n`, 1500);
+      const [head, body] = got.split("\r\n\r\n");
+      const want = "data: seen one\n\ndata: replaced\n\n";
+      assert.equal(body, want, got);
+      assert.match(head + "\r\n", new RegExp(`\\r\\ncontent-length: ${want.length}\\r\\n`, "i"), head);
+      assert.doesNotMatch(head, /transfer-encoding/i, head);
+    }
+    // the split stream of the test above still arrives chunked
+    const split = await raw(port, "GET /sse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3000);
+    assert.match(split.split("\r\n\r\n")[0], /transfer-encoding: chunked/i);
   });
 
   test("the log phase runs for every request, also when the client went away", async () => {
