@@ -135,7 +135,7 @@ void lg_span_set_trace_state(lg_span_t *sp, const char *ts, size_t len)
 
 size_t lg_span_attr_count(const lg_span_t *sp)
 {
-    return sp->_nattrs;
+    return sp->_resource ? sp->_nattrs : sp->_nkv;
 }
 
 /* Appends a KeyValue for `key` and returns its (unset) AnyValue. */
@@ -164,28 +164,28 @@ static av_t *attr_new(lg_span_t *sp, const char *key)
     return av;
 }
 
-void lg_span_attr_str(lg_span_t *sp, const char *key, const char *val, size_t len)
+static void res_attr_str(lg_span_t *sp, const char *key, const char *val, size_t len)
 {
     av_t *av = attr_new(sp, key);
     av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
     av->string_value = arena_strndup(sp, val, len);
 }
 
-void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v)
+static void res_attr_int(lg_span_t *sp, const char *key, int64_t v)
 {
     av_t *av = attr_new(sp, key);
     av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
     av->int_value = v;
 }
 
-void lg_span_attr_double(lg_span_t *sp, const char *key, double v)
+static void res_attr_double(lg_span_t *sp, const char *key, double v)
 {
     av_t *av = attr_new(sp, key);
     av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE;
     av->double_value = v;
 }
 
-void lg_span_attr_bool(lg_span_t *sp, const char *key, int v)
+static void res_attr_bool(lg_span_t *sp, const char *key, int v)
 {
     av_t *av = attr_new(sp, key);
     av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
@@ -214,7 +214,7 @@ static av_t *array_new(lg_span_t *sp, const char *key, size_t n)
     return vals;
 }
 
-void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *vals, size_t n)
+static void res_attr_str_array(lg_span_t *sp, const char *key, const char *const *vals, size_t n)
 {
     av_t *v = array_new(sp, key, n);
     for (size_t i = 0; i < n; i++) {
@@ -223,7 +223,7 @@ void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *v
     }
 }
 
-void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n)
+static void res_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n)
 {
     av_t *v = array_new(sp, key, n);
     for (size_t i = 0; i < n; i++) {
@@ -335,6 +335,7 @@ static lg_span_t *resource_build(const lg_otlp_opts_t *o)
         {"POD_UID", "k8s.pod.uid"},
     };
     lg_span_t *res = lg_span_new();
+    res->_resource = 1; /* found and replaced by key below: keep KeyValue structs */
     int no_env = o ? o->no_env : 1;
     const char *v;
 
@@ -477,7 +478,7 @@ static size_t span_size(const lg_span_t *sp)
         n += 9;
     if (sp->end_ns)
         n += 9;
-    n += attrs_size(sp->_attrs, sp->_nattrs);
+    n += sp->_resource ? attrs_size(sp->_attrs, sp->_nattrs) : sp->_kvlen;
     if (has_status(sp))
         n += ldsize(status_size(sp));
     if (sp->flags)
@@ -520,6 +521,121 @@ static uint8_t *put_fixed64(uint8_t *p, int field, uint64_t v)
     for (int i = 0; i < 8; i++)
         *p++ = (uint8_t)(v >> (8 * i));
     return p;
+}
+
+/* ---- Span attributes, encoded when they are added ----
+ * A span's attributes are written straight into protobuf bytes (repeated Span.attributes,
+ * field 9) in the worker that makes the span: one bounds check and a few memcpy per
+ * attribute, and the exporter copies the block as is. The resource, built once and
+ * searched by key, keeps KeyValue structs. */
+
+/* Reserves `n` more bytes of sp->_kv; returns where they start. */
+static uint8_t *kv_reserve(lg_span_t *sp, size_t n)
+{
+    if (sp->_kvlen + n > sp->_kvcap) {
+        size_t cap = sp->_kvcap ? sp->_kvcap * 2 : 1024;
+        while (cap < sp->_kvlen + n)
+            cap *= 2;
+        uint8_t *k = arena_alloc(sp, cap);
+        if (sp->_kvlen)
+            memcpy(k, sp->_kv, sp->_kvlen);
+        sp->_kv = k;
+        sp->_kvcap = cap;
+    }
+    uint8_t *p = sp->_kv + sp->_kvlen;
+    sp->_kvlen += n;
+    sp->_nkv++;
+    return p;
+}
+
+/* Writes the Span.attributes entry head for `key` with an AnyValue of `avlen` bytes and
+ * returns where those bytes go. */
+static uint8_t *kv_begin(lg_span_t *sp, const char *key, size_t avlen)
+{
+    size_t klen = key ? strlen(key) : 0;
+    size_t kvlen = (klen ? ldsize(klen) : 0) + ldsize(avlen);
+    uint8_t *p = kv_reserve(sp, ldsize(kvlen));
+    p = put_len(p, 9, kvlen);
+    if (klen)
+        p = put_bytes(p, 1, key, klen);
+    return put_len(p, 2, avlen);
+}
+
+void lg_span_attr_str(lg_span_t *sp, const char *key, const char *val, size_t len)
+{
+    if (sp->_resource) {
+        res_attr_str(sp, key, val, len);
+        return;
+    }
+    len = val ? strnlen(val, len) : 0;
+    put_bytes(kv_begin(sp, key, ldsize(len)), 1, val ? val : "", len);
+}
+
+void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v)
+{
+    if (sp->_resource) {
+        res_attr_int(sp, key, v);
+        return;
+    }
+    uint8_t *p = kv_begin(sp, key, 1 + vsize((uint64_t)v));
+    *p++ = 3 << 3 | WT_VARINT;
+    put_varint(p, (uint64_t)v);
+}
+
+void lg_span_attr_double(lg_span_t *sp, const char *key, double v)
+{
+    if (sp->_resource) {
+        res_attr_double(sp, key, v);
+        return;
+    }
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    put_fixed64(kv_begin(sp, key, 9), 4, bits);
+}
+
+void lg_span_attr_bool(lg_span_t *sp, const char *key, int v)
+{
+    if (sp->_resource) {
+        res_attr_bool(sp, key, v);
+        return;
+    }
+    uint8_t *p = kv_begin(sp, key, 2);
+    p[0] = 2 << 3 | WT_VARINT;
+    p[1] = v != 0;
+}
+
+void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *vals, size_t n)
+{
+    if (sp->_resource) {
+        res_attr_str_array(sp, key, vals, n);
+        return;
+    }
+    size_t inner = 0; /* ArrayValue: repeated AnyValue values = 1, each a string_value */
+    for (size_t i = 0; i < n; i++)
+        inner += ldsize(ldsize(vals[i] ? strlen(vals[i]) : 0));
+    uint8_t *p = put_len(kv_begin(sp, key, ldsize(inner)), 5, inner);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = vals[i] ? strlen(vals[i]) : 0;
+        p = put_len(p, 1, ldsize(l));
+        p = put_bytes(p, 1, vals[i] ? vals[i] : "", l);
+    }
+}
+
+void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n)
+{
+    if (sp->_resource) {
+        res_attr_int_array(sp, key, vals, n);
+        return;
+    }
+    size_t inner = 0;
+    for (size_t i = 0; i < n; i++)
+        inner += ldsize(1 + vsize((uint64_t)vals[i]));
+    uint8_t *p = put_len(kv_begin(sp, key, ldsize(inner)), 5, inner);
+    for (size_t i = 0; i < n; i++) {
+        p = put_len(p, 1, 1 + vsize((uint64_t)vals[i]));
+        *p++ = 3 << 3 | WT_VARINT;
+        p = put_varint(p, (uint64_t)vals[i]);
+    }
 }
 
 static uint8_t *put_kv(uint8_t *p, const kv_t *kv);
@@ -608,7 +724,12 @@ static uint8_t *put_span(uint8_t *p, const lg_span_t *sp)
         p = put_fixed64(p, 7, sp->start_ns);
     if (sp->end_ns)
         p = put_fixed64(p, 8, sp->end_ns);
-    p = put_attrs(p, 9, sp->_attrs, sp->_nattrs);
+    if (sp->_resource) {
+        p = put_attrs(p, 9, sp->_attrs, sp->_nattrs);
+    } else if (sp->_kvlen) {
+        memcpy(p, sp->_kv, sp->_kvlen);
+        p += sp->_kvlen;
+    }
     if (has_status(sp)) {
         p = put_len(p, 15, status_size(sp));
         p = put_str(p, 2, sp->status_message);

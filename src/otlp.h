@@ -52,8 +52,11 @@ typedef struct lg_span {
     const char *status_message;
     const char *trace_state;
     /* private */
-    void **_attrs; /* Opentelemetry__Proto__Common__V1__KeyValue * */
+    void **_attrs; /* the resource's: Opentelemetry__Proto__Common__V1__KeyValue * */
     size_t _nattrs, _capattrs;
+    uint8_t *_kv; /* a span's: already encoded, as repeated Span.attributes (field 9) */
+    size_t _kvlen, _kvcap, _nkv;
+    int _resource; /* attributes kept as KeyValue structs (resource_build) */
     lg_span_chunk_t *_arena;
 } lg_span_t;
 

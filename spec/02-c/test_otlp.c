@@ -15,9 +15,12 @@
 
 typedef Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest req_t;
 
-/* ---- Reference encoder: protobuf-c's generic packer, to check encode() byte for byte ---- */
+/* ---- Reference encoder: protobuf-c's generic packer, to check encode() byte for byte ----
+ * A span's attributes are bytes already (otlp.c encodes them as they are added): protobuf-c
+ * unpacks them into KeyValue structs, which the packer then writes again. Returns the
+ * unpacked holder, for the caller to free after packing. */
 
-static void span_to_pb(const lg_span_t *sp, pbspan_t *out, pbstatus_t *st)
+static pbspan_t *span_to_pb(const lg_span_t *sp, pbspan_t *out, pbstatus_t *st)
 {
     static const pbspan_t span_init = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__INIT;
     static const pbstatus_t status_init = OPENTELEMETRY__PROTO__TRACE__V1__STATUS__INIT;
@@ -38,8 +41,17 @@ static void span_to_pb(const lg_span_t *sp, pbspan_t *out, pbstatus_t *st)
     out->kind = (Opentelemetry__Proto__Trace__V1__Span__SpanKind)sp->kind;
     out->start_time_unix_nano = sp->start_ns;
     out->end_time_unix_nano = sp->end_ns;
-    out->n_attributes = sp->_nattrs;
-    out->attributes = (kv_t **)sp->_attrs;
+    pbspan_t *held = NULL;
+    if (sp->_resource) {
+        out->n_attributes = sp->_nattrs;
+        out->attributes = (kv_t **)sp->_attrs;
+    } else if (sp->_kvlen) {
+        held = opentelemetry__proto__trace__v1__span__unpack(NULL, sp->_kvlen, sp->_kv);
+        if (!held)
+            abort(); /* the attribute bytes do not parse: the test fails loudly */
+        out->n_attributes = held->n_attributes;
+        out->attributes = held->attributes;
+    }
     if (sp->status_code != LG_SPAN_STATUS_UNSET || sp->status_message) {
         *st = status_init;
         st->code = (Opentelemetry__Proto__Trace__V1__Status__StatusCode)sp->status_code;
@@ -47,6 +59,7 @@ static void span_to_pb(const lg_span_t *sp, pbspan_t *out, pbstatus_t *st)
             st->message = (char *)sp->status_message;
         out->status = st;
     }
+    return held;
 }
 
 /* Serializes spans[0..n) under `res` into a malloc'd buffer that starts with `prefix`
@@ -68,10 +81,11 @@ static uint8_t *ref_encode(lg_span_t *res, lg_span_t *const *spans, size_t n, si
     pbspan_t *pb = lg_xcalloc(n ? n : 1, sizeof(*pb));
     pbspan_t **pbp = lg_xcalloc(n ? n : 1, sizeof(*pbp));
     pbstatus_t *st = lg_xcalloc(n ? n : 1, sizeof(*st));
+    pbspan_t **held = lg_xcalloc(n ? n : 1, sizeof(*held));
     uint8_t *buf;
 
     for (size_t i = 0; i < n; i++) {
-        span_to_pb(spans[i], &pb[i], &st[i]);
+        held[i] = span_to_pb(spans[i], &pb[i], &st[i]);
         pbp[i] = &pb[i];
     }
     scope.name = "lunagate";
@@ -92,6 +106,10 @@ static uint8_t *ref_encode(lg_span_t *res, lg_span_t *const *spans, size_t n, si
     buf = lg_xmalloc(prefix + *len);
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(&req,
                                                                                    buf + prefix);
+    for (size_t i = 0; i < n; i++)
+        if (held[i])
+            opentelemetry__proto__trace__v1__span__free_unpacked(held[i], NULL);
+    free(held);
     free(pb);
     free(pbp);
     free(st);
