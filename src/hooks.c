@@ -525,7 +525,8 @@ static void local_event_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Points the request at an LLM upstream: a per-request backend, method, path, Host. */
 static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port, int tls,
-                         const char *sni, const char *method, const char *path)
+                         const char *sni, const char *method, const char *path,
+                         const char *host_header)
 {
     lg_backend_t *b = &r->dyn_backend;
     free(b->host), free(b->name), free(b->sni);
@@ -537,7 +538,12 @@ static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port,
     b->ssl = b->tls ? wrt->tls : NULL;
     b->insecure = 0;
     char name[300];
-    snprintf(name, sizeof(name), "%s:%d", b->host, b->port);
+    size_t hl = strlen(host);
+    if (hl > sizeof(name) - 8)
+        hl = sizeof(name) - 8;
+    memcpy(name, host, hl);
+    name[hl] = ':';
+    name[hl + 1 + lg_utoa((uint64_t)(port > 0 ? port : 0), name + hl + 1)] = 0;
     b->name = lg_xstrdup(name);
     b->weight = 1;
     r->backend = b;
@@ -550,7 +556,9 @@ static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port,
         r->up_path = lg_xstrdup(path);
     }
     free(r->up_host);
-    r->up_host = lg_xstrdup((b->tls ? b->port != 443 : b->port != 80) ? name : b->host);
+    r->up_host = lg_xstrdup(host_header                                 ? host_header
+                            : (b->tls ? b->port != 443 : b->port != 80) ? name
+                                                                        : b->host);
 }
 
 /* The C chat completions path (llmnative.c), when the request qualifies: nothing else
@@ -579,9 +587,7 @@ static int native_access(lg_req_t *r, rlua_t *rl, const lg_llmn_plan_t *p)
     rl->native = n;
     rl->llm = 1;
     rl->observe = 1;
-    set_upstream(r, wrt, p->host, p->port, p->tls, p->sni, "POST", p->path);
-    free(r->up_host);
-    r->up_host = lg_xstrdup(p->host_header);
+    set_upstream(r, wrt, p->host, p->port, p->tls, p->sni, "POST", p->path, p->host_header);
     /* as Backend:new_upstream and apply_auth: these go, then the plan's headers are set */
     static const char *const rm[] = {"content-length", "accept-encoding", "authorization",
                                      "x-api-key",      "api-key",         "x-goog-api-key"};
@@ -667,7 +673,7 @@ static int llm_access(lg_req_t *r, rlua_t *rl)
     const char *host = lua_tostring(L, base + 1);
     set_upstream(r, wrt, host ? host : "", (int)lua_tointeger(L, base + 2),
                  lua_toboolean(L, base + 3), lua_tostring(L, base + 4), lua_tostring(L, base + 5),
-                 lua_tostring(L, base + 6));
+                 lua_tostring(L, base + 6), NULL);
     /* headers_remove, then headers_set */
     if (lua_istable(L, base + 8)) {
         size_t nrem = lua_rawlen(L, base + 8);

@@ -328,6 +328,15 @@ static void hb_add(hbuf_t *h, const void *p, size_t n)
     h->n += n;
 }
 
+/* "name: value\r\n" without printf: the LLM path adds four of these per request. */
+static void hb_header(hbuf_t *h, const char *name, const char *value)
+{
+    hb_add(h, name, strlen(name));
+    hb_add(h, ": ", 2);
+    hb_add(h, value, strlen(value));
+    hb_add(h, "\r\n", 2);
+}
+
 static void hb_printf(hbuf_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void hb_printf(hbuf_t *h, const char *fmt, ...)
 {
@@ -828,7 +837,10 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
     const char *m = r->up_method ? r->up_method : http_method_str(r->method);
     /* path: Lua may have replaced it; otherwise apply urlRewrite */
     if (r->up_path) {
-        hb_printf(hb, "%s %s HTTP/1.1\r\n", m, r->up_path);
+        hb_add(hb, m, strlen(m));
+        hb_add(hb, " ", 1);
+        hb_add(hb, r->up_path, strlen(r->up_path));
+        hb_add(hb, " HTTP/1.1\r\n", 11);
     } else if (rt->rewrite_full) {
         hb_printf(hb, "%s %s%s%.*s HTTP/1.1\r\n", m, rt->rewrite_full, r->query ? "?" : "",
                   (int)r->query_len, r->query ? r->query : "");
@@ -874,7 +886,7 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         if (h->nlen == 4 && strncasecmp(n, "host", 4) == 0) {
             host_done = 1;
             if (r->up_host) {
-                hb_printf(hb, "Host: %s\r\n", r->up_host);
+                hb_header(hb, "Host", r->up_host);
                 continue;
             }
             if (rt->rewrite_authority) {
@@ -893,12 +905,12 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
             r->up_host ? r->up_host
                        : (rt->rewrite_authority ? rt->rewrite_authority : r->backend->name));
     for (size_t i = 0; i < r->nextra; i++)
-        hb_printf(hb, "%s: %s\r\n", r->extra[i].name, r->extra[i].value);
+        hb_header(hb, r->extra[i].name, r->extra[i].value);
     hb_mod_append(hb, rt->req_hdr);
     hb_flush(hb);
     append_forwarded(r, out);
     if (r->traceparent[0])
-        hb_printf(hb, "traceparent: %s\r\n", r->traceparent);
+        hb_header(hb, "traceparent", r->traceparent);
     size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
     if (blen > 0 || r->has_cl || r->chunked_req || r->method == HTTP_POST ||
         r->method == HTTP_PUT || r->method == HTTP_PATCH) {
@@ -1133,7 +1145,7 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out, size_t whole)
         hb_add(hb, "\r\n", 2);
     }
     for (size_t i = 0; i < r->nrextra; i++)
-        hb_printf(hb, "%s: %s\r\n", r->rextra[i].name, r->rextra[i].value);
+        hb_header(hb, r->rextra[i].name, r->rextra[i].value);
     hb_mod_append(hb, rt->resp_hdr);
     hb_flush(hb);
     lg_hooks_cors_headers(r, out);

@@ -685,29 +685,26 @@ static void record_genai(lg_req_t *r, logctx_t *lc, const llmf_t *f, int native)
         gl[5 + i] = lc->labels[5 + i];
     for (size_t i = 0; i < ncustom; i++)
         gl[LG_METRICS_TOKEN_NLABELS + i] = lc->labels[LG_METRICS_HTTP_NLABELS + i];
-    if (f->has_in) {
-        gl[0] = "input";
-        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->in);
+    static const char *const types[] = {"input", "output", "input_cache_read", "input_cache_write"};
+    const int64_t *vals[] = {&f->in, &f->out, &f->cached_in, &f->cache_write};
+    const int has[] = {f->has_in, f->has_out, f->has_cached_in, f->has_cache_write};
+    size_t n = LG_METRICS_TOKEN_NLABELS + ncustom;
+    for (size_t i = 0; i < LG_ARRAY_SIZE(types); i++) {
+        if (!has[i])
+            continue;
+        gl[0] = types[i];
+        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)*vals[i]);
     }
-    if (f->has_out) {
-        gl[0] = "output";
-        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->out);
-    }
-    if (f->has_cached_in) {
-        gl[0] = "input_cache_read";
-        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->cached_in);
-    }
-    if (f->has_cache_write) {
-        gl[0] = "input_cache_write";
-        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)f->cache_write);
-    }
-    const char **gn = gl + 1; /* the other GenAI families have no token type */
-    double dur = (double)(r->end_mono - r->start_mono) / 1e6;
-    lg_metrics_observe(sh, std_ids.gen_ai_request_duration, gn, dur);
+    /* duration, ttft and tpot share one label set: normalise and hash it once */
+    lg_metrics_labels_t l;
+    lg_metrics_labels_init(&l, gl + 1, n - 1);
+    lg_metrics_observe_labels(sh, std_ids.gen_ai_request_duration, &l,
+                              (double)(r->end_mono - r->start_mono) / 1e6);
     if (f->has_ttft)
-        lg_metrics_observe(sh, std_ids.gen_ai_ttft, gn, f->ttft);
+        lg_metrics_observe_labels(sh, std_ids.gen_ai_ttft, &l, f->ttft);
     if (f->has_tpot)
-        lg_metrics_observe(sh, std_ids.gen_ai_tpot, gn, f->tpot);
+        lg_metrics_observe_labels(sh, std_ids.gen_ai_tpot, &l, f->tpot);
+    lg_metrics_labels_dispose(&l);
 }
 
 /* The rec.llm table at g as an llmf_t (strings stay on the Lua stack: 4 values pushed). */

@@ -630,6 +630,10 @@ binds:
       by[via].set(key(s), s.value);
     }
     assert.ok(by.c.size > 10, `series via C: ${by.c.size}`);
+    for (const fam of ["gen_ai_client_token_usage_count", "gen_ai_server_request_duration_count",
+      "gen_ai_server_time_to_first_token_count", "gen_ai_server_time_per_output_token_count"]) {
+      assert.ok([...by.c.keys()].some((k) => k.startsWith(`agentgateway_${fam}{`)), `no ${fam} via C`);
+    }
     assert.deepEqual([...by.c.entries()].sort(), [...by.lua.entries()].sort());
   });
 
