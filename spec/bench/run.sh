@@ -486,6 +486,9 @@ EOF
         tokens=$(metric_sum "127.0.0.1:$llm_stats" \
             'agentgateway_gen_ai_client_token_usage_sum{gen_ai_token_type="input"')
         note "llm: input tokens counted by the LLM route's metrics: $tokens (24 per request)"
+        byc=$(metric_sum "127.0.0.1:$llm_stats" 'agentgateway_llm_requests_total{parser="c"')
+        byl=$(metric_sum "127.0.0.1:$llm_stats" 'agentgateway_llm_requests_total{parser="lua"')
+        note "llm: requests parsed by the C chat completions path: $byc, by Lua: $byl"
         stop_pid "$llm_pid"
     fi
     [ -n "$plain_pid" ] && stop_pid "$plain_pid"
