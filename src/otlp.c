@@ -554,6 +554,18 @@ static uint8_t *kv_begin(lg_span_t *sp, const char *key, size_t avlen)
 {
     size_t klen = key ? strlen(key) : 0;
     size_t kvlen = (klen ? ldsize(klen) : 0) + ldsize(avlen);
+    if (kvlen < 128 && klen) {                  /* the common case: every length fits one byte */
+        uint8_t *p = kv_reserve(sp, 2 + kvlen); /* the whole entry, value included */
+        p[0] = 9 << 3 | WT_LEN;
+        p[1] = (uint8_t)kvlen;
+        p[2] = 1 << 3 | WT_LEN;
+        p[3] = (uint8_t)klen;
+        memcpy(p + 4, key, klen);
+        p += 4 + klen;
+        p[0] = 2 << 3 | WT_LEN;
+        p[1] = (uint8_t)avlen;
+        return p + 2;
+    }
     uint8_t *p = kv_reserve(sp, ldsize(kvlen));
     p = put_len(p, 9, kvlen);
     if (klen)

@@ -595,12 +595,17 @@ static void span_end(lg_req_t *r, lg_span_t *sp)
         cs->start_ns = (uint64_t)(r->start_us + (r->up_sent_mono - r->start_mono)) * 1000;
         cs->end_ns = (uint64_t)r->end_us * 1000;
         cs->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | r->trace_flags;
+        /* "<METHOD> <host:port>" */
+        const char *m = r->up_method ? r->up_method : http_method_str(r->method);
+        size_t ml = strlen(m), bl = strlen(r->backend->name);
         char cn[300];
-        int cl =
-            snprintf(cn, sizeof(cn), "%s %s",
-                     r->up_method ? r->up_method : http_method_str(r->method), r->backend->name);
-        lg_span_set_name(cs, cn, (size_t)cl);
-        lg_span_attr_str(cs, "http.request.method", cn, strcspn(cn, " "));
+        if (ml + 1 + bl >= sizeof(cn))
+            bl = sizeof(cn) - ml - 2;
+        memcpy(cn, m, ml);
+        cn[ml] = ' ';
+        memcpy(cn + ml + 1, r->backend->name, bl);
+        lg_span_set_name(cs, cn, ml + 1 + bl);
+        lg_span_attr_str(cs, "http.request.method", m, ml);
         lg_span_attr_str(cs, "server.address", r->backend->host, strlen(r->backend->host));
         lg_span_attr_int(cs, "server.port", r->backend->port);
         if (r->status)
