@@ -117,6 +117,33 @@ static char *arena_strndup(lg_span_t *sp, const char *s, size_t len)
     return d;
 }
 
+char *lg_span_copy(lg_span_t *sp, const char *s, size_t len)
+{
+    char *d = arena_alloc(sp, len + 1);
+    if (s && len)
+        memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+void *lg_span_defer(lg_span_t *sp, void (*fn)(lg_span_t *sp, void *arg), size_t n)
+{
+    void *arg = arena_alloc(sp, n ? n : 1);
+    memset(arg, 0, n);
+    sp->_finish = fn;
+    sp->_finish_arg = arg;
+    return arg;
+}
+
+static void span_finish(lg_span_t *sp)
+{
+    if (sp->_finish) {
+        void (*fn)(lg_span_t *, void *) = sp->_finish;
+        sp->_finish = NULL;
+        fn(sp, sp->_finish_arg);
+    }
+}
+
 void lg_span_set_name(lg_span_t *sp, const char *name, size_t len)
 {
     sp->name = arena_strndup(sp, name, len);
@@ -938,6 +965,8 @@ int lg_otlp_submit(lg_span_t *sp)
 uint8_t *lg_otlp_encode(lg_span_t *const *spans, size_t n, size_t *len)
 {
     lg_span_t *res = X ? NULL : resource_build(NULL);
+    for (size_t i = 0; i < n; i++)
+        span_finish(spans[i]);
     uint8_t *buf = encode(X ? X->resource : res, spans, n, 0, len);
     lg_span_free(res);
     return buf;
@@ -1227,7 +1256,7 @@ static size_t take_batch(exporter_t *x, lg_span_t **batch)
     uint8_t *buf;
 
     while (n < x->batch_max && (batch[n] = queue_pop(x)) != NULL)
-        n++;
+        span_finish(batch[n++]);
     if (n == 0)
         return 0;
     buf = encode(x->resource, batch, n, 5, &len);

@@ -57,6 +57,8 @@ typedef struct lg_span {
     uint8_t *_kv; /* a span's: already encoded, as repeated Span.attributes (field 9) */
     size_t _kvlen, _kvcap, _nkv;
     int _resource; /* attributes kept as KeyValue structs (resource_build) */
+    void (*_finish)(struct lg_span *sp, void *arg); /* lg_span_defer() */
+    void *_finish_arg;
     lg_span_chunk_t *_arena;
 } lg_span_t;
 
@@ -82,6 +84,15 @@ void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *v
 void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n);
 
 size_t lg_span_attr_count(const lg_span_t *sp);
+
+/* Copies len bytes of s (borrowed) into the span, NUL-terminated; with s NULL, returns
+ * len bytes of room (and the NUL) to fill in. */
+char *lg_span_copy(lg_span_t *sp, const char *s, size_t len);
+/* Reserves n zeroed bytes in the span for `fn`, which the exporter thread calls with them
+ * before it encodes the span (or lg_otlp_encode does): it may set the name and add
+ * attributes. Lets a worker hand over a few copied values and leave the formatting to the
+ * exporter. Whatever `fn` reads must live in the span (lg_span_copy). */
+void *lg_span_defer(lg_span_t *sp, void (*fn)(lg_span_t *sp, void *arg), size_t n);
 
 /* ---- Exporter ---- */
 

@@ -576,6 +576,29 @@ static lg_span_t *span_begin(lg_req_t *r)
     return sp;
 }
 
+/* What the CLIENT span of an upstream call is made of, copied into the span: its name and
+ * attributes are written on the exporter thread (lg_span_defer), off the request path. */
+typedef struct {
+    const char *method, *endpoint, *host;
+    int port, status;
+} client_rec_t;
+
+static void client_finish(lg_span_t *cs, void *arg)
+{
+    const client_rec_t *c = arg;
+    size_t ml = strlen(c->method), el = strlen(c->endpoint);
+    char *name = lg_span_copy(cs, NULL, ml + 1 + el); /* "<METHOD> <host:port>" */
+    memcpy(name, c->method, ml);
+    name[ml] = ' ';
+    memcpy(name + ml + 1, c->endpoint, el);
+    cs->name = name;
+    lg_span_attr_str(cs, "http.request.method", c->method, ml);
+    lg_span_attr_str(cs, "server.address", c->host, strlen(c->host));
+    lg_span_attr_int(cs, "server.port", c->port);
+    if (c->status)
+        lg_span_attr_int(cs, "http.response.status_code", c->status);
+}
+
 /* Sets the SERVER span's status, makes the CLIENT child for the upstream call and hands
  * both to the exporter. */
 static void span_end(lg_req_t *r, lg_span_t *sp)
@@ -595,21 +618,13 @@ static void span_end(lg_req_t *r, lg_span_t *sp)
         cs->start_ns = (uint64_t)(r->start_us + (r->up_sent_mono - r->start_mono)) * 1000;
         cs->end_ns = (uint64_t)r->end_us * 1000;
         cs->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | r->trace_flags;
-        /* "<METHOD> <host:port>" */
         const char *m = r->up_method ? r->up_method : http_method_str(r->method);
-        size_t ml = strlen(m), bl = strlen(r->backend->name);
-        char cn[300];
-        if (ml + 1 + bl >= sizeof(cn))
-            bl = sizeof(cn) - ml - 2;
-        memcpy(cn, m, ml);
-        cn[ml] = ' ';
-        memcpy(cn + ml + 1, r->backend->name, bl);
-        lg_span_set_name(cs, cn, ml + 1 + bl);
-        lg_span_attr_str(cs, "http.request.method", m, ml);
-        lg_span_attr_str(cs, "server.address", r->backend->host, strlen(r->backend->host));
-        lg_span_attr_int(cs, "server.port", r->backend->port);
-        if (r->status)
-            lg_span_attr_int(cs, "http.response.status_code", r->status);
+        client_rec_t *c = lg_span_defer(cs, client_finish, sizeof(*c));
+        c->method = lg_span_copy(cs, m, strlen(m));
+        c->endpoint = lg_span_copy(cs, r->backend->name, strlen(r->backend->name));
+        c->host = lg_span_copy(cs, r->backend->host, strlen(r->backend->host));
+        c->port = r->backend->port;
+        c->status = r->status;
         if (r->status >= 500 || (r->error && !r->resp_done)) {
             const char *msg = r->error ? r->error : "upstream error";
             lg_span_set_status(cs, LG_SPAN_STATUS_ERROR, msg, strlen(msg));
@@ -928,13 +943,13 @@ static void lb_json(lbuf_t *b, const char *s, size_t n)
 
 /* The path and query with credential query parameters replaced by <redacted> (as
  * lunagate.redact.path) into the empty buffer p. */
-static void redacted_path(lbuf_t *pb, lg_req_t *r)
+static void redact_into(lbuf_t *pb, const char *path, size_t plen, const char *query, size_t qlen)
 {
     lbuf_t p = *pb;
-    lb_add(&p, r->path, r->path_len);
-    if (r->query) {
+    lb_add(&p, path, plen);
+    if (query) {
         lb_add(&p, "?", 1);
-        const char *q = r->query, *end = r->query + r->query_len;
+        const char *q = query, *end = query + qlen;
         while (q < end) {
             const char *amp = memchr(q, '&', (size_t)(end - q));
             const char *e = amp ? amp : end;
@@ -963,6 +978,11 @@ static void redacted_path(lbuf_t *pb, lg_req_t *r)
     *pb = p;
 }
 
+static void redacted_path(lbuf_t *pb, lg_req_t *r)
+{
+    redact_into(pb, r->path, r->path_len, r->query, r->query_len);
+}
+
 /* http.path with credential query parameters replaced by <redacted>. */
 static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
 {
@@ -979,58 +999,102 @@ static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
 
 /* The span of a plain request when it has only the default attributes: what
  * lunagate.tracing's defaults() and default_name() make of push_fields' record, in the
- * same order (spec/04-integration/30-tracing.test.mjs compares both ways). */
+ * same order (spec/04-integration/30-tracing.test.mjs compares both ways). The worker only
+ * copies the values into the span; plain_finish writes the name and attributes on the
+ * exporter thread. */
+typedef struct {
+    const char *method, *host, *path, *query, *src, *listener, *route, *endpoint, *reason;
+    size_t ml, hl, pl, ql;
+    int status, retry, http10, error, has_path;
+} plain_rec_t;
+
+static void plain_finish(lg_span_t *sp, void *arg)
+{
+    const plain_rec_t *p = arg;
+    char *name = lg_span_copy(sp, NULL, p->ml + 1 + p->pl);
+    memcpy(name, p->method, p->ml);
+    name[p->ml] = ' ';
+    memcpy(name + p->ml + 1, p->path, p->pl);
+    sp->name = name;
+    lg_span_attr_str(sp, "gateway", "default/default", 15);
+    if (p->listener)
+        lg_span_attr_str(sp, "listener", p->listener, strlen(p->listener));
+    if (p->route)
+        lg_span_attr_str(sp, "route", p->route, strlen(p->route));
+    if (p->endpoint)
+        lg_span_attr_str(sp, "endpoint", p->endpoint, strlen(p->endpoint));
+    lg_span_attr_str(sp, "src.addr", p->src, strlen(p->src));
+    lg_span_attr_str(sp, "http.method", p->method, p->ml);
+    if (p->host)
+        lg_span_attr_str(sp, "http.host", p->host, p->hl);
+    if (p->has_path) {
+        char stack[512];
+        lbuf_t b = {stack, 0, sizeof(stack), stack};
+        redact_into(&b, p->path, p->pl, p->query, p->ql);
+        lg_span_attr_str(sp, "http.path", b.p, b.n);
+        if (b.p != stack)
+            free(b.p);
+    }
+    const char *version = p->http10 ? "HTTP/1.0" : "HTTP/1.1";
+    lg_span_attr_str(sp, "http.version", version, 8);
+    if (p->status)
+        lg_span_attr_int(sp, "http.status", p->status);
+    char hex[33];
+    lg_trace_hex(sp->trace_id, 16, hex);
+    lg_span_attr_str(sp, "trace.id", hex, 32);
+    lg_trace_hex(sp->span_id, 8, hex);
+    lg_span_attr_str(sp, "span.id", hex, 16);
+    lg_span_attr_str(sp, "protocol", "http", 4);
+    if (p->retry)
+        lg_span_attr_int(sp, "retry.attempt", p->retry);
+    if (p->reason && strcmp(p->reason, "Upstream") != 0)
+        lg_span_attr_str(sp, "reason", p->reason, strlen(p->reason));
+    lg_span_attr_str(sp, "url.scheme", "http", 4);
+    lg_span_attr_str(sp, "network.protocol.version", version + 5, 3);
+    if (p->status >= 500) {
+        char num[24];
+        lg_span_attr_str(sp, "error.type", num, lg_utoa((uint64_t)p->status, num));
+    } else if (p->error) {
+        lg_span_attr_str(sp, "error.type", "_OTHER", 6);
+    }
+}
+
+static const char *span_strdup(lg_span_t *sp, const char *s)
+{
+    return s ? lg_span_copy(sp, s, strlen(s)) : NULL;
+}
+
 static void plain_span(lg_req_t *r)
 {
     lg_span_t *sp = span_begin(r);
+    plain_rec_t *p = lg_span_defer(sp, plain_finish, sizeof(*p));
     const char *method = r->up_method ? r->up_method : http_method_str(r->method);
-    size_t ml = strlen(method);
-    char stack[512];
-    lbuf_t p = {stack, 0, sizeof(stack), stack};
-    lb_add(&p, method, ml);
-    lb_add(&p, " ", 1);
-    lb_add(&p, r->path, r->path_len);
-    lg_span_set_name(sp, p.p, p.n);
-    lg_span_attr_str(sp, "gateway", "default/default", 15);
-    if (r->listener)
-        lg_span_attr_str(sp, "listener", r->listener->name, strlen(r->listener->name));
-    if (r->route)
-        lg_span_attr_str(sp, "route", r->route->key, strlen(r->route->key));
-    if (r->backend)
-        lg_span_attr_str(sp, "endpoint", r->backend->name, strlen(r->backend->name));
-    lg_span_attr_str(sp, "src.addr", r->src, strlen(r->src));
-    lg_span_attr_str(sp, "http.method", method, ml);
-    if (r->host)
-        lg_span_attr_str(sp, "http.host", r->host, r->host_len);
+    p->ml = strlen(method);
+    p->method = lg_span_copy(sp, method, p->ml);
+    if (r->host) {
+        p->host = lg_span_copy(sp, r->host, r->host_len);
+        p->hl = r->host_len;
+    }
     if (r->path) {
-        p.n = 0;
-        redacted_path(&p, r);
-        lg_span_attr_str(sp, "http.path", p.p, p.n);
+        p->path = lg_span_copy(sp, r->path, r->path_len);
+        p->pl = r->path_len;
+        p->has_path = 1;
+    } else {
+        p->path = "";
     }
-    const char *version = r->vminor == 0 ? "HTTP/1.0" : "HTTP/1.1";
-    lg_span_attr_str(sp, "http.version", version, 8);
-    if (r->status)
-        lg_span_attr_int(sp, "http.status", r->status);
-    char hex[33];
-    lg_trace_hex(r->trace_id, 16, hex);
-    lg_span_attr_str(sp, "trace.id", hex, 32);
-    lg_trace_hex(r->span_id, 8, hex);
-    lg_span_attr_str(sp, "span.id", hex, 16);
-    lg_span_attr_str(sp, "protocol", "http", 4);
-    if (r->retry_count)
-        lg_span_attr_int(sp, "retry.attempt", r->retry_count);
-    if (r->reason && strcmp(r->reason, "Upstream") != 0)
-        lg_span_attr_str(sp, "reason", r->reason, strlen(r->reason));
-    lg_span_attr_str(sp, "url.scheme", "http", 4);
-    lg_span_attr_str(sp, "network.protocol.version", version + 5, 3);
-    if (r->status >= 500) {
-        char num[24];
-        lg_span_attr_str(sp, "error.type", num, lg_utoa((uint64_t)r->status, num));
-    } else if (r->error || (r->client_gone && !r->resp_done)) {
-        lg_span_attr_str(sp, "error.type", "_OTHER", 6);
+    if (r->query) {
+        p->query = lg_span_copy(sp, r->query, r->query_len);
+        p->ql = r->query_len;
     }
-    if (p.p != stack)
-        free(p.p);
+    p->src = span_strdup(sp, r->src);
+    p->listener = r->listener ? span_strdup(sp, r->listener->name) : NULL;
+    p->route = r->route ? span_strdup(sp, r->route->key) : NULL;
+    p->endpoint = r->backend ? span_strdup(sp, r->backend->name) : NULL;
+    p->reason = span_strdup(sp, r->reason);
+    p->status = r->status;
+    p->retry = r->retry_count;
+    p->http10 = r->vminor == 0;
+    p->error = r->error || (r->client_gone && !r->resp_done);
     span_end(r, sp);
 }
 
