@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,6 +210,11 @@ int main(int argc, char **argv)
         {"file", required_argument, 0, 'f'},    {"config", required_argument, 0, 'c'},
         {"validate-only", no_argument, 0, 'v'}, {"version", no_argument, 0, 'J'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    /* Spans are allocated by a worker and freed, a batch at a time, by the exporter thread:
+     * with glibc's default 128 KiB trim threshold each batch gave the worker's heap back to
+     * the kernel, and the next requests faulted it in again (~2 us of system time per
+     * traced request). Keep freed memory for reuse instead. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     const char *file = NULL, *inline_conf = NULL;
     int validate = 0, c;
     app_t app;
