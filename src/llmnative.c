@@ -131,6 +131,14 @@ lg_llmn_t *lg_llmn_request(const lg_llmn_plan_t *plan, const char *body, size_t 
 
 void lg_llmn_headers(lg_llmn_t *n, int status, const char *ctype, size_t ctlen)
 {
+    if (n->sse) { /* a second response head (a retry): start over */
+        lg_sse_free(n->sse);
+        n->sse = NULL;
+    }
+    n->len = 0;
+    n->overflow = 0;
+    n->first_token_us = 0;
+    memset(&n->resp, 0, sizeof(n->resp));
     n->status = status;
     n->mode = LG_LLMN_BUFFER;
     for (size_t i = 0; ctype && i + 17 <= ctlen; i++) {
