@@ -193,6 +193,19 @@ static int glue_call(lg_wrt_t *wrt, int nargs, int nres, const char *what)
     return LG_OK;
 }
 
+/* Calls glue.<fn>() for a setting of the runtime: 1 with its nres results on the stack, 0
+ * (nothing pushed) when glue has no such function or it failed. */
+static int glue_ask(lg_wrt_t *wrt, const char *fn, int nres, lg_err_t *err)
+{
+    if (!glue_get(wrt, fn)) {
+        lua_pop(lg_luart_state(wrt->rt), 1);
+        return 0;
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "glue.%s", fn);
+    return lg_luart_pcall(wrt->rt, 0, nres, what, err) == LG_OK;
+}
+
 /* glue.native_plan for each backend of an LLM route. */
 static void native_plans(lg_wrt_t *wrt, const lg_route_t *r)
 {
@@ -268,34 +281,24 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         return NULL;
     }
     lua_pop(L, 2);
-    if (!glue_get(wrt, "needs_headers")) {
-        lua_pop(L, 1);
-    } else if (lg_luart_pcall(rt, 0, 1, "glue.needs_headers", err) == LG_OK) {
+    if (glue_ask(wrt, "needs_headers", 1, err)) {
         wrt->needs_headers = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    if (!glue_get(wrt, "user_log_code")) {
-        lua_pop(L, 1);
-    } else if (lg_luart_pcall(rt, 0, 1, "glue.user_log_code", err) == LG_OK) {
+    if (glue_ask(wrt, "user_log_code", 1, err)) {
         wrt->user_log_code = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    if (!glue_get(wrt, "fast_log")) {
-        lua_pop(L, 1);
-    } else if (lg_luart_pcall(rt, 0, 1, "glue.fast_log", err) == LG_OK) {
+    if (glue_ask(wrt, "fast_log", 1, err)) {
         wrt->fast_log = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
-    if (!glue_get(wrt, "span_fast")) {
-        lua_pop(L, 1);
-    } else if (lg_luart_pcall(rt, 0, 1, "glue.span_fast", err) == LG_OK) {
+    if (glue_ask(wrt, "span_fast", 1, err)) {
         wrt->span_fast = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
     /* sampling: glue.sampling() -> enabled, random probability (or -1 for CEL), client */
-    if (!glue_get(wrt, "sampling")) {
-        lua_pop(L, 1);
-    } else if (lg_luart_pcall(rt, 0, 3, "glue.sampling", err) == LG_OK) {
+    if (glue_ask(wrt, "sampling", 3, err)) {
         wrt->tracing = lua_toboolean(L, -3);
         wrt->random_p = lua_isnumber(L, -2) ? lua_tonumber(L, -2) : 0;
         wrt->client_p = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1;

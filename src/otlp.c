@@ -162,7 +162,7 @@ void lg_span_set_trace_state(lg_span_t *sp, const char *ts, size_t len)
 
 size_t lg_span_attr_count(const lg_span_t *sp)
 {
-    return sp->_resource ? sp->_nattrs : sp->_nkv;
+    return sp->_nattrs + sp->_nkv; /* a resource has the former, a span the latter */
 }
 
 /* Appends a KeyValue for `key` and returns its (unset) AnyValue. */
@@ -191,6 +191,8 @@ static av_t *attr_new(lg_span_t *sp, const char *key)
     return av;
 }
 
+/* The resource's attributes (all strings) stay KeyValue structs: the resource is built once
+ * and searched by key (resource_find). Spans encode theirs as they are added (below). */
 static void res_attr_str(lg_span_t *sp, const char *key, const char *val, size_t len)
 {
     av_t *av = attr_new(sp, key);
@@ -198,70 +200,9 @@ static void res_attr_str(lg_span_t *sp, const char *key, const char *val, size_t
     av->string_value = arena_strndup(sp, val, len);
 }
 
-static void res_attr_int(lg_span_t *sp, const char *key, int64_t v)
-{
-    av_t *av = attr_new(sp, key);
-    av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-    av->int_value = v;
-}
-
-static void res_attr_double(lg_span_t *sp, const char *key, double v)
-{
-    av_t *av = attr_new(sp, key);
-    av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE;
-    av->double_value = v;
-}
-
-static void res_attr_bool(lg_span_t *sp, const char *key, int v)
-{
-    av_t *av = attr_new(sp, key);
-    av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE;
-    av->bool_value = v != 0;
-}
-
-/* An ArrayValue of `n` AnyValues, all unset, in one arena block. */
-static av_t *array_new(lg_span_t *sp, const char *key, size_t n)
-{
-    static const arr_t arr_init = OPENTELEMETRY__PROTO__COMMON__V1__ARRAY_VALUE__INIT;
-    static const av_t av_init = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__INIT;
-    av_t *av = attr_new(sp, key);
-    arr_t *arr = arena_alloc(sp, sizeof(arr_t));
-    av_t **ptrs = arena_alloc(sp, (n ? n : 1) * sizeof(av_t *));
-    av_t *vals = arena_alloc(sp, (n ? n : 1) * sizeof(av_t));
-
-    *arr = arr_init;
-    for (size_t i = 0; i < n; i++) {
-        vals[i] = av_init;
-        ptrs[i] = &vals[i];
-    }
-    arr->n_values = n;
-    arr->values = ptrs;
-    av->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE;
-    av->array_value = arr;
-    return vals;
-}
-
-static void res_attr_str_array(lg_span_t *sp, const char *key, const char *const *vals, size_t n)
-{
-    av_t *v = array_new(sp, key, n);
-    for (size_t i = 0; i < n; i++) {
-        v[i].value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-        v[i].string_value = arena_strndup(sp, vals[i], vals[i] ? strlen(vals[i]) : 0);
-    }
-}
-
-static void res_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n)
-{
-    av_t *v = array_new(sp, key, n);
-    for (size_t i = 0; i < n; i++) {
-        v[i].value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-        v[i].int_value = vals[i];
-    }
-}
-
 /* ---- Resource ----
- * The resource is an lg_span_t used only as an attribute container: same arena, same
- * KeyValue layout. */
+ * The resource is an lg_span_t used only as a container of string attributes, kept as
+ * KeyValue structs in its arena (res_attr_str). */
 
 static lg_span_t *resource_find(lg_span_t *res, const char *key)
 {
@@ -279,7 +220,7 @@ static lg_span_t *resource_find(lg_span_t *res, const char *key)
 
 static void resource_set(lg_span_t *res, const char *key, const char *val, size_t len)
 {
-    lg_span_attr_str(resource_find(res, key), key, val, len);
+    res_attr_str(resource_find(res, key), key, val, len);
 }
 
 static int unhexc(int c)
@@ -362,7 +303,6 @@ static lg_span_t *resource_build(const lg_otlp_opts_t *o)
         {"POD_UID", "k8s.pod.uid"},
     };
     lg_span_t *res = lg_span_new();
-    res->_resource = 1; /* found and replaced by key below: keep KeyValue structs */
     int no_env = o ? o->no_env : 1;
     const char *v;
 
@@ -415,34 +355,10 @@ static size_t ldsize(size_t len)
     return 1 + vsize(len) + len;
 }
 
-static size_t kv_size(const kv_t *kv);
-
+/* Only the resource is encoded from structs, and its values are all strings. */
 static size_t av_size(const av_t *av)
 {
-    size_t n = 0;
-
-    switch (av->value_case) {
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
-        return ldsize(strlen(av->string_value));
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
-        return 2;
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
-        return 1 + vsize((uint64_t)av->int_value);
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
-        return 9;
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE:
-        for (size_t i = 0; i < av->array_value->n_values; i++)
-            n += ldsize(av_size(av->array_value->values[i]));
-        return ldsize(n);
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE:
-        for (size_t i = 0; i < av->kvlist_value->n_values; i++)
-            n += ldsize(kv_size(av->kvlist_value->values[i]));
-        return ldsize(n);
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE:
-        return ldsize(av->bytes_value.len);
-    default:
-        return 0;
-    }
+    return ldsize(strlen(av->string_value));
 }
 
 static size_t kv_size(const kv_t *kv)
@@ -505,7 +421,7 @@ static size_t span_size(const lg_span_t *sp)
         n += 9;
     if (sp->end_ns)
         n += 9;
-    n += sp->_resource ? attrs_size(sp->_attrs, sp->_nattrs) : sp->_kvlen;
+    n += sp->_kvlen;
     if (has_status(sp))
         n += ldsize(status_size(sp));
     if (sp->flags)
@@ -602,20 +518,12 @@ static uint8_t *kv_begin(lg_span_t *sp, const char *key, size_t avlen)
 
 void lg_span_attr_str(lg_span_t *sp, const char *key, const char *val, size_t len)
 {
-    if (sp->_resource) {
-        res_attr_str(sp, key, val, len);
-        return;
-    }
     len = val ? strnlen(val, len) : 0;
     put_bytes(kv_begin(sp, key, ldsize(len)), 1, val ? val : "", len);
 }
 
 void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v)
 {
-    if (sp->_resource) {
-        res_attr_int(sp, key, v);
-        return;
-    }
     uint8_t *p = kv_begin(sp, key, 1 + vsize((uint64_t)v));
     *p++ = 3 << 3 | WT_VARINT;
     put_varint(p, (uint64_t)v);
@@ -623,10 +531,6 @@ void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v)
 
 void lg_span_attr_double(lg_span_t *sp, const char *key, double v)
 {
-    if (sp->_resource) {
-        res_attr_double(sp, key, v);
-        return;
-    }
     uint64_t bits;
     memcpy(&bits, &v, 8);
     put_fixed64(kv_begin(sp, key, 9), 4, bits);
@@ -634,10 +538,6 @@ void lg_span_attr_double(lg_span_t *sp, const char *key, double v)
 
 void lg_span_attr_bool(lg_span_t *sp, const char *key, int v)
 {
-    if (sp->_resource) {
-        res_attr_bool(sp, key, v);
-        return;
-    }
     uint8_t *p = kv_begin(sp, key, 2);
     p[0] = 2 << 3 | WT_VARINT;
     p[1] = v != 0;
@@ -645,10 +545,6 @@ void lg_span_attr_bool(lg_span_t *sp, const char *key, int v)
 
 void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *vals, size_t n)
 {
-    if (sp->_resource) {
-        res_attr_str_array(sp, key, vals, n);
-        return;
-    }
     size_t inner = 0; /* ArrayValue: repeated AnyValue values = 1, each a string_value */
     for (size_t i = 0; i < n; i++)
         inner += ldsize(ldsize(vals[i] ? strlen(vals[i]) : 0));
@@ -662,10 +558,6 @@ void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *v
 
 void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n)
 {
-    if (sp->_resource) {
-        res_attr_int_array(sp, key, vals, n);
-        return;
-    }
     size_t inner = 0;
     for (size_t i = 0; i < n; i++)
         inner += ldsize(1 + vsize((uint64_t)vals[i]));
@@ -677,62 +569,12 @@ void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals,
     }
 }
 
-static uint8_t *put_kv(uint8_t *p, const kv_t *kv);
-
-static uint8_t *put_av(uint8_t *p, const av_t *av)
-{
-    double d;
-    uint64_t bits;
-
-    switch (av->value_case) {
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
-        return put_bytes(p, 1, av->string_value, strlen(av->string_value));
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
-        *p++ = 2 << 3 | WT_VARINT;
-        *p++ = av->bool_value ? 1 : 0;
-        return p;
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
-        *p++ = 3 << 3 | WT_VARINT;
-        return put_varint(p, (uint64_t)av->int_value);
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
-        d = av->double_value;
-        memcpy(&bits, &d, 8);
-        return put_fixed64(p, 4, bits);
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE: {
-        size_t n = 0;
-        for (size_t i = 0; i < av->array_value->n_values; i++)
-            n += ldsize(av_size(av->array_value->values[i]));
-        p = put_len(p, 5, n);
-        for (size_t i = 0; i < av->array_value->n_values; i++) {
-            p = put_len(p, 1, av_size(av->array_value->values[i]));
-            p = put_av(p, av->array_value->values[i]);
-        }
-        return p;
-    }
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE: {
-        size_t n = 0;
-        for (size_t i = 0; i < av->kvlist_value->n_values; i++)
-            n += ldsize(kv_size(av->kvlist_value->values[i]));
-        p = put_len(p, 6, n);
-        for (size_t i = 0; i < av->kvlist_value->n_values; i++) {
-            p = put_len(p, 1, kv_size(av->kvlist_value->values[i]));
-            p = put_kv(p, av->kvlist_value->values[i]);
-        }
-        return p;
-    }
-    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE:
-        return put_bytes(p, 7, av->bytes_value.data, av->bytes_value.len);
-    default:
-        return p;
-    }
-}
-
 static uint8_t *put_kv(uint8_t *p, const kv_t *kv)
 {
     p = put_str(p, 1, kv->key);
     if (kv->value) {
         p = put_len(p, 2, av_size(kv->value));
-        p = put_av(p, kv->value);
+        p = put_bytes(p, 1, kv->value->string_value, strlen(kv->value->string_value));
     }
     return p;
 }
@@ -763,9 +605,7 @@ static uint8_t *put_span(uint8_t *p, const lg_span_t *sp)
         p = put_fixed64(p, 7, sp->start_ns);
     if (sp->end_ns)
         p = put_fixed64(p, 8, sp->end_ns);
-    if (sp->_resource) {
-        p = put_attrs(p, 9, sp->_attrs, sp->_nattrs);
-    } else if (sp->_kvlen) {
+    if (sp->_kvlen) {
         memcpy(p, sp->_kv, sp->_kvlen);
         p += sp->_kvlen;
     }

@@ -56,7 +56,6 @@ typedef struct lg_span {
     size_t _nattrs, _capattrs;
     uint8_t *_kv; /* a span's: already encoded, as repeated Span.attributes (field 9) */
     size_t _kvlen, _kvcap, _nkv;
-    int _resource; /* attributes kept as KeyValue structs (resource_build) */
     void (*_finish)(struct lg_span *sp, void *arg); /* lg_span_defer() */
     void *_finish_arg;
     lg_span_chunk_t *_arena;

@@ -42,10 +42,7 @@ static pbspan_t *span_to_pb(const lg_span_t *sp, pbspan_t *out, pbstatus_t *st)
     out->start_time_unix_nano = sp->start_ns;
     out->end_time_unix_nano = sp->end_ns;
     pbspan_t *held = NULL;
-    if (sp->_resource) {
-        out->n_attributes = sp->_nattrs;
-        out->attributes = (kv_t **)sp->_attrs;
-    } else if (sp->_kvlen) {
+    if (sp->_kvlen) {
         held = opentelemetry__proto__trace__v1__span__unpack(NULL, sp->_kvlen, sp->_kv);
         if (!held)
             abort(); /* the attribute bytes do not parse: the test fails loudly */
