@@ -226,8 +226,15 @@ static void native_plans(lg_wrt_t *wrt, const lg_route_t *r)
         lua_pushinteger(L, r->index);
         lua_pushinteger(L, (lua_Integer)i);
         if (glue_call(wrt, 2, 1, "glue.native_plan") == LG_OK) {
-            wrt->plans[r->index][i] = lg_llmn_plan_new(L, -1);
+            lg_llmn_plan_t *p = lg_llmn_plan_new(L, -1);
             lua_pop(L, 1);
+            if (p) { /* as lg_upstream_acquire makes it for set_upstream's backend */
+                char key[512];
+                snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", p->host, p->port, p->tls,
+                         p->tls ? (p->sni ? p->sni : p->host) : "", (void *)wrt->tls);
+                p->pool_key = lg_xstrdup(key);
+            }
+            wrt->plans[r->index][i] = p;
         }
     }
 }
@@ -304,6 +311,12 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
         wrt->client_p = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1;
         lua_pop(L, 3);
     }
+    wrt->tls = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(wrt->tls, TLS1_2_VERSION);
+    SSL_CTX_set_verify(wrt->tls, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_default_verify_paths(wrt->tls);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(wrt->tls, alpn, sizeof(alpn) - 1);
     wrt->chains = lg_xcalloc(conf->nroutes + 1, sizeof(int));
     wrt->llm = lg_xcalloc(conf->nroutes + 1, 1);
     wrt->mcp = lg_xcalloc(conf->nroutes + 1, 1);
@@ -321,12 +334,6 @@ static lg_wrt_t *wrt_new(lg_worker_t *w, lg_conf_t *conf, lg_err_t *err)
                 if (wrt->llm[r->index])
                     native_plans(wrt, r);
             }
-    wrt->tls = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(wrt->tls, TLS1_2_VERSION);
-    SSL_CTX_set_verify(wrt->tls, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set_default_verify_paths(wrt->tls);
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(wrt->tls, alpn, sizeof(alpn) - 1);
     return wrt;
 }
 
@@ -533,6 +540,7 @@ static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port,
 {
     lg_backend_t *b = &r->dyn_backend;
     free(b->host), free(b->name), free(b->sni);
+    b->pool_key = NULL; /* borrowed when set (native_access) */
     b->kind = LG_BACKEND_HOST;
     b->host = lg_xstrdup(host);
     b->port = port;
@@ -591,6 +599,7 @@ static int native_access(lg_req_t *r, rlua_t *rl, const lg_llmn_plan_t *p)
     rl->llm = 1;
     rl->observe = 1;
     set_upstream(r, wrt, p->host, p->port, p->tls, p->sni, "POST", p->path, p->host_header);
+    r->dyn_backend.pool_key = p->pool_key;
     /* as Backend:new_upstream and apply_auth: these go, then the plan's headers are set */
     static const char *const rm[] = {"content-length", "accept-encoding", "authorization",
                                      "x-api-key",      "api-key",         "x-goog-api-key"};

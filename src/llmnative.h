@@ -23,6 +23,7 @@ typedef struct lg_llmn_plan {
     char *auth_name, *auth_value; /* NULL without backendAuth */
     char *provider;               /* rec.llm.provider */
     int port, tls;
+    char *pool_key; /* the upstream pool key (hooks.c makes it) */
 } lg_llmn_plan_t;
 
 /* The table at idx as a plan, or NULL when it is not one (nil, missing fields). */
