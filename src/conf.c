@@ -671,6 +671,7 @@ lg_conf_t *lg_conf_compile(lua_State *L, const char *filename, const char *text,
     if (gettable(L, top, "frontendPolicies")) {
         if (gettable(L, -1, "http")) {
             c->max_body = (size_t)getint(L, -1, "maxBufferSize", (long)c->max_body);
+            c->idle_timeout_ms = (int)getint(L, -1, "http1IdleTimeout", c->idle_timeout_ms);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);

@@ -90,7 +90,8 @@ struct lg_req {
     char *error;
     int client_gone, finished;
 
-    void *lua; /* per-request state of hooks.c */
+    void *lua;           /* per-request state of hooks.c */
+    lg_req_t *next_free; /* in the worker's request cache */
 };
 
 /* proxy.c services for hooks */

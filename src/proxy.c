@@ -56,6 +56,7 @@ struct lg_conn {
     int busy;           /* inside a callback: defer frees */
     int closing;        /* free at the end of the current callback */
     int close_after_flush;
+    int64_t deadline; /* monotonic us: the idle or slow-client cut-off (0: none) */
     lg_conn_t *next, *prev;
 };
 
@@ -254,6 +255,27 @@ static int in_connection_list(const char *conn, size_t clen, const char *n, size
             return 1;
     }
     return 0;
+}
+
+/* A Connection value naming only "keep-alive" and "close" (the usual case) lists no other
+ * header: NULL then, so the per-header check can be skipped. */
+static const char *connection_list(const char *v, size_t len)
+{
+    if (!v)
+        return NULL;
+    const char *p = v, *end = v + len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
+            p++;
+        const char *s = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t l = (size_t)(p - s);
+        if (l && !(l == 10 && strncasecmp(s, "keep-alive", 10) == 0) &&
+            !(l == 5 && strncasecmp(s, "close", 5) == 0))
+            return v;
+    }
+    return NULL;
 }
 
 static int mod_touches(const lg_hdr_mod_t *m, const char *n, size_t l)
@@ -460,9 +482,19 @@ static void req_fail(lg_req_t *r, int status, const char *reason, const char *ms
 
 /* ---- Request parsing (client side) ---- */
 
+#define REQ_CACHE_MAX 64
+
 static lg_req_t *req_new(lg_conn_t *c)
 {
-    lg_req_t *r = lg_xcalloc(1, sizeof(*r));
+    lg_worker_t *w = c->w;
+    lg_req_t *r = w->req_cache;
+    if (r) {
+        w->req_cache = r->next_free;
+        w->nreq_cache--;
+        memset(r, 0, sizeof(*r));
+    } else {
+        r = lg_xcalloc(1, sizeof(*r));
+    }
     r->conn = c;
     r->w = c->w;
     r->src = c->src;
@@ -488,7 +520,49 @@ static void req_free(lg_req_t *r)
     free(r->dyn_backend.host), free(r->dyn_backend.name), free(r->dyn_backend.sni);
     free(r->up_path), free(r->up_host), free(r->up_method);
     lg_conf_unref(r->conf);
-    free(r);
+    lg_worker_t *w = r->w;
+    if (w->nreq_cache < REQ_CACHE_MAX) {
+        r->next_free = w->req_cache;
+        w->req_cache = r;
+        w->nreq_cache++;
+    } else {
+        free(r);
+    }
+}
+
+/* Scratch output buffers: taking leaves NULL behind, so a nested taker gets its own. */
+static struct evbuffer *scratch_take(lg_worker_t *w)
+{
+    struct evbuffer *b = w->scratch;
+    w->scratch = NULL;
+    return b ? b : evbuffer_new();
+}
+
+static void scratch_give(lg_worker_t *w, struct evbuffer *b)
+{
+    size_t n = evbuffer_get_length(b);
+    if (n)
+        evbuffer_drain(b, n);
+    if (w->scratch)
+        evbuffer_free(b);
+    else
+        w->scratch = b;
+}
+
+void lg_proxy_caches_free(lg_worker_t *w)
+{
+    while (w->req_cache) {
+        lg_req_t *r = w->req_cache;
+        w->req_cache = r->next_free;
+        free(r);
+    }
+    w->nreq_cache = 0;
+    if (w->scratch)
+        evbuffer_free(w->scratch);
+    w->scratch = NULL;
+    if (w->conn_sweep)
+        event_free(w->conn_sweep);
+    w->conn_sweep = NULL;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
@@ -867,8 +941,9 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
         }
         hb_add(hb, " HTTP/1.1\r\n", 11);
     }
-    size_t cl;
+    size_t cl = 0;
     const char *connhdr = lg_req_header(r, "connection", 10, &cl);
+    connhdr = connection_list(connhdr, cl);
     int host_done = 0;
     for (size_t i = 0; i < r->nhdrs; i++) {
         const lg_hslice_t *h = &r->hdrs[i];
@@ -940,7 +1015,7 @@ static void up_ready_cb(lg_upconn_t *uc, int status, const char *msg, void *arg)
 
 static void upstream_send(lg_req_t *r)
 {
-    struct evbuffer *out = evbuffer_new();
+    struct evbuffer *out = scratch_take(r->w);
     build_upstream_request(r, out);
     r->rp_state = 0;
     r->nrhdrs = 0;
@@ -963,7 +1038,7 @@ static void upstream_send(lg_req_t *r)
     if (evbuffer_get_length(out) > 0)
         bufferevent_write_buffer(r->up->bev, out);
     bufferevent_enable(r->up->bev, EV_READ);
-    evbuffer_free(out);
+    scratch_give(r->w, out);
 }
 
 static void upstream_start(lg_req_t *r)
@@ -1126,8 +1201,9 @@ static void write_response_head(lg_req_t *r, struct evbuffer *out, size_t whole)
         hb_add(hb, rp, strlen(rp));
         hb_add(hb, "\r\n", 2);
     }
-    size_t cl;
+    size_t cl = 0;
     const char *connhdr = lg_resp_header(r, "connection", 10, &cl);
+    connhdr = connection_list(connhdr, cl);
     for (size_t i = 0; i < r->nrhdrs; i++) {
         const lg_hslice_t *h = &r->rhdrs[i];
         const char *n = r->rhead + h->noff;
@@ -1228,15 +1304,16 @@ static int whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
 static void relay(lg_req_t *r)
 {
     lg_conn_t *c = r->conn;
+    lg_worker_t *w = c->w;
     struct evbuffer *in = bufferevent_get_input(r->up->bev);
-    struct evbuffer *out = evbuffer_new();
+    struct evbuffer *out = scratch_take(w);
     r->body_out = out;
     while (!r->resp_done && evbuffer_get_length(in) > 0) {
         if (r->rp_state == 0) {
             struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
             if (end.pos < 0) {
                 if (evbuffer_get_length(in) > 65536) {
-                    evbuffer_free(out);
+                    scratch_give(w, out);
                     r->body_out = NULL;
                     req_fail(r, 502, "UpstreamFailure", "upstream response head too large");
                     return;
@@ -1253,7 +1330,7 @@ static void relay(lg_req_t *r)
             http_parser_execute(&r->rp, &resp_settings, r->rhead, hl);
             enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
             if ((e != HPE_OK && e != HPE_PAUSED) || r->rp_state == 0) {
-                evbuffer_free(out);
+                scratch_give(w, out);
                 r->body_out = NULL;
                 req_fail(r, 502, "UpstreamFailure", "malformed upstream response");
                 return;
@@ -1266,7 +1343,7 @@ static void relay(lg_req_t *r)
             }
             r->first_byte_mono = lg_mono_us();
             if (should_retry_status(r, r->status)) {
-                evbuffer_free(out);
+                scratch_give(w, out);
                 r->body_out = NULL;
                 lg_upstream_release(r->up, 0);
                 r->up = NULL;
@@ -1274,7 +1351,7 @@ static void relay(lg_req_t *r)
                 return;
             }
             if (lg_hooks_header_filter(r) != LG_OK) {
-                evbuffer_free(out);
+                scratch_give(w, out);
                 r->body_out = NULL;
                 return; /* answered with a 500 */
             }
@@ -1294,7 +1371,7 @@ static void relay(lg_req_t *r)
         enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
         if (e != HPE_OK && e != HPE_PAUSED) {
             send_buffer(c, out);
-            evbuffer_free(out);
+            scratch_give(w, out);
             r->body_out = NULL;
             req_fail(r, 502, "UpstreamFailure", "malformed upstream response body");
             return;
@@ -1311,7 +1388,7 @@ static void relay(lg_req_t *r)
     r->body_out = NULL;
     if (evbuffer_get_length(out) > 0)
         send_buffer(c, out);
-    evbuffer_free(out);
+    scratch_give(w, out);
     if (r->resp_done) {
         req_finish(r);
         return;
@@ -1480,9 +1557,8 @@ static void req_finish(lg_req_t *r)
         return;
     }
     /* keep-alive: idle timeout, and pick up any pipelined request */
-    struct timeval tv = {c->w->conf->idle_timeout_ms / 1000, 0};
-    struct timeval wt = {WRITE_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, &tv, &wt);
+    c->deadline =
+        (r->end_mono ? r->end_mono : lg_mono_us()) + (int64_t)c->w->conf->idle_timeout_ms * 1000;
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
 }
@@ -1495,8 +1571,15 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     LG_UNUSED(bev);
     c->busy++;
     process_input(c);
-    if (c->req && c->req->body_done && !c->req->dispatched && !c->closing)
-        dispatch(c->req);
+    if (c->req && !c->req->dispatched && !c->closing) {
+        if (c->req->body_done) {
+            c->deadline = 0; /* a request in flight has its own timeouts */
+            dispatch(c->req);
+        } else {
+            /* a body still arriving: each read buys the client another header timeout */
+            c->deadline = lg_mono_us() + (int64_t)c->w->conf->header_timeout_ms * 1000;
+        }
+    }
     conn_release(c);
 }
 
@@ -1521,12 +1604,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED)
         return; /* TLS handshake done */
     c->busy++;
-    if ((what & BEV_EVENT_TIMEOUT) && c->req && c->req->dispatched) {
-        /* the read timeout covers idle clients only; a request in flight keeps going */
-        bufferevent_enable(bev, EV_READ);
-        conn_release(c);
-        return;
-    }
+    /* (the only timeout set on a client's bufferevent is the write timeout: a client that
+     * stopped reading its response is cut, and its upstream request with it) */
     if (c->req && (what & BEV_EVENT_TIMEOUT) && !c->req->dispatched) {
         /* slow client: it never finished sending its request */
         c->req->keepalive = 0;
@@ -1537,6 +1616,25 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     conn_close(c);
     conn_release(c);
+}
+
+/* Once a second: a connection past its deadline (no complete request within the header
+ * timeout, idle longer than the idle timeout, a body that stopped arriving) is timed out,
+ * as conn_event_cb would for a libevent timeout. */
+static void conn_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    lg_worker_t *w = arg;
+    LG_UNUSED(fd);
+    LG_UNUSED(what);
+    int64_t now = lg_mono_us();
+    for (lg_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->deadline && now >= c->deadline && !c->closing && c->bev &&
+            !(c->req && c->req->dispatched)) {
+            c->deadline = 0;
+            conn_event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+        }
+    }
 }
 
 void lg_proxy_accept(lg_worker_t *w, evutil_socket_t fd, const struct sockaddr *sa, int salen,
@@ -1579,9 +1677,16 @@ void lg_proxy_accept(lg_worker_t *w, evutil_socket_t fd, const struct sockaddr *
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 4 * 1024 * 1024);
-    struct timeval tv = {w->conf->header_timeout_ms / 1000, 0};
+    /* Read-side timeouts are deadlines checked once a second (conn_sweep), not libevent
+     * timers, which would be re-armed on every read. */
     struct timeval wt = {WRITE_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, &tv, &wt);
+    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    c->deadline = lg_mono_us() + (int64_t)w->conf->header_timeout_ms * 1000;
+    if (!w->conn_sweep) {
+        struct timeval one = {1, 0};
+        w->conn_sweep = event_new(w->base, -1, EV_PERSIST, conn_sweep, w);
+        event_add(w->conn_sweep, &one);
+    }
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 

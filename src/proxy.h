@@ -24,6 +24,8 @@ void lg_proxy_close_all(lg_worker_t *w);
 /* Called on the worker thread after each configuration change (and at start). */
 void lg_proxy_conf_changed(lg_worker_t *w);
 void lg_proxy_worker_free(lg_worker_t *w);
+/* Frees the worker's request and buffer caches (proxy.c). */
+void lg_proxy_caches_free(lg_worker_t *w);
 
 /* Writes a JSON error body {"error":{"message":...,"type":...}} into `out` (an
  * evbuffer) with the message escaped. */

@@ -106,7 +106,7 @@ static bucket_t *find_bucket(lg_upool_t *p, const char *key, int create)
 
 static void unlink_idle(lg_upconn_t *uc)
 {
-    bucket_t *b = find_bucket(uc->_pool, uc->_key, 0);
+    bucket_t *b = uc->_bucket ? uc->_bucket : find_bucket(uc->_pool, uc->_key, 0);
     if (!b)
         return;
     if (uc->_prev)
@@ -499,7 +499,9 @@ void lg_upstream_release(lg_upconn_t *uc, int reusable)
         return;
     }
     lg_upool_t *p = uc->_pool;
-    bucket_t *b = find_bucket(p, uc->_key, 1);
+    bucket_t *b = uc->_bucket;
+    if (!b)
+        b = uc->_bucket = find_bucket(p, uc->_key, 1);
     struct evbuffer *in = bufferevent_get_input(uc->bev);
     if (!b || b->nidle >= POOL_MAX_IDLE || evbuffer_get_length(in) > 0) {
         conn_free(uc);

@@ -31,6 +31,7 @@ struct lg_upconn {
     /* private */
     lg_upool_t *_pool;
     char *_key;
+    void *_bucket; /* the pool row entry for _key, once looked up (entries never move) */
     lg_upconn_t *_next, *_prev;
     struct evdns_getaddrinfo_request *_dns;
     struct dns_ticket *_ticket; /* the DNS callback's argument; outlives a cancelled lookup */

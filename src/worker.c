@@ -349,6 +349,7 @@ void lg_workers_free(lg_worker_t *ws, int n)
                 evconnlistener_free(w->listeners[j].lev);
         free(w->listeners);
         lg_proxy_worker_free(w);
+        lg_proxy_caches_free(w);
         lg_upool_free(w->pool);
         if (w->wake)
             event_free(w->wake);

@@ -306,3 +306,62 @@ binds:
 });
 
 let g_port;
+
+describe("client connection timeouts", () => {
+  let up, gw, port;
+  before(async () => {
+    up = await upstream((req, res) => {
+      if (req.url === "/slow") return setTimeout(() => res.end("slow"), 2500);
+      res.end("ok");
+    });
+    port = await freePort();
+    gw = await startGateway(`
+config: {adminAddr: "{{ADMIN}}", readinessAddr: "{{READY}}", statsAddr: "{{STATS}}", workerThreads: 1}
+frontendPolicies: {http: {http1IdleTimeout: 1s}}
+binds:
+- port: ${port}
+  listeners:
+  - routes:
+    - backends: [{host: "127.0.0.1:${up.port}"}]
+`);
+  });
+  after(async () => { await gw?.stop(); await up?.close(); });
+
+  // connect(): a raw socket that records what it reads and when it closed.
+  const connect = () => new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => resolve(s));
+    s.data = "";
+    s.on("data", (d) => { s.data += d; });
+    s.on("close", () => { s.closedAt = Date.now(); });
+    s.on("error", reject);
+  });
+
+  test("an idle keep-alive connection is closed after http1IdleTimeout", async () => {
+    const s = await connect();
+    s.write("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    await eventually(() => assert.match(s.data, /\r\n\r\nok$/), 3000);
+    const answered = Date.now();
+    await eventually(() => assert.ok(s.closedAt), 4000);
+    const idle = s.closedAt - answered;
+    assert.ok(idle >= 900 && idle <= 3000, `closed after ${idle} ms idle`);
+  });
+
+  test("a request in flight is not cut by the idle timeout, and the next one is served", async () => {
+    const s = await connect();
+    s.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    await eventually(() => assert.match(s.data, /\r\n\r\nslow$/), 5000);
+    s.write("GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    await eventually(() => assert.match(s.data, /\r\n\r\nok$/), 2000);
+    assert.equal(s.closedAt, undefined);
+    s.destroy();
+  });
+
+  test("a half-sent request head is not cut by the idle timeout", async () => {
+    const s = await connect();
+    s.write("GET /a HTTP/1.1\r\n");
+    await sleep(2200); // past the idle timeout; the header timeout (30 s) applies
+    s.write("Host: x\r\n\r\n");
+    await eventually(() => assert.match(s.data, /\r\n\r\nok$/), 2000);
+    s.destroy();
+  });
+});
