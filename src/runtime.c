@@ -486,19 +486,81 @@ static double numfield(lua_State *L, int t, const char *k, int *ok)
     return v;
 }
 
+/* Prepared label sets of requests the C formatter logs, per worker. Their labels are the
+ * configuration's strings (bind, listener, route), static ones (type, reason), the status,
+ * and two that may be per-request copies (backend name, method): the configuration's
+ * generation, the pointers, the status and those two strings' contents identify a set. */
+#define HCACHE 64
+
+typedef struct hcache {
+    uint64_t gen; /* 0: empty */
+    int status;
+    const char *v[LG_METRICS_HTTP_NLABELS];
+    char backend[128], method[24];
+    lg_metrics_labels_t l;
+} hcache_t;
+
+static int same_str(const char *cached, const char *s)
+{
+    return s ? strcmp(cached, s) == 0 : cached[0] == '\0';
+}
+
+static const lg_metrics_labels_t *http_labels(lg_req_t *r, logctx_t *lc)
+{
+    const char *const *v = lc->labels;
+    if (ncustom || !lc->fast || !r->conf || (v[0] && strlen(v[0]) >= 128) ||
+        (v[2] && strlen(v[2]) >= 24))
+        return NULL;
+    lg_worker_t *w = r->w;
+    if (!w->hcache)
+        w->hcache = lg_xcalloc(HCACHE, sizeof(hcache_t));
+    uintptr_t h = (uintptr_t)v[8] ^ (uintptr_t)v[4] ^ (uintptr_t)r->status * 31;
+    hcache_t *e = (hcache_t *)w->hcache + (h >> 4) % HCACHE;
+    if (e->gen == r->conf->generation && e->status == r->status && e->v[1] == v[1] &&
+        e->v[3] == v[3] && e->v[4] == v[4] && e->v[5] == v[5] && e->v[6] == v[6] &&
+        e->v[7] == v[7] && e->v[8] == v[8] && e->v[9] == v[9] && same_str(e->backend, v[0]) &&
+        same_str(e->method, v[2]))
+        return &e->l;
+    if (e->gen)
+        lg_metrics_labels_dispose(&e->l);
+    e->gen = r->conf->generation;
+    e->status = r->status;
+    memcpy(e->v, v, sizeof(e->v));
+    e->v[3] = v[3]; /* (the status text is compared as the number) */
+    snprintf(e->backend, sizeof(e->backend), "%s", v[0] ? v[0] : "");
+    snprintf(e->method, sizeof(e->method), "%s", v[2] ? v[2] : "");
+    lg_metrics_labels_init(&e->l, v, LG_METRICS_HTTP_NLABELS);
+    return &e->l;
+}
+
+void lg_runtime_worker_free(lg_worker_t *w)
+{
+    hcache_t *c = w->hcache;
+    for (size_t i = 0; c && i < HCACHE; i++)
+        if (c[i].gen)
+            lg_metrics_labels_dispose(&c[i].l);
+    free(c);
+    w->hcache = NULL;
+}
+
 static void record_http(lg_req_t *r, logctx_t *lc)
 {
     if (!registry || lc->recorded)
         return;
     lc->recorded = 1;
     lg_metrics_shard_t *sh = lg_metrics_shard(registry, r->w->id);
-    lg_metrics_labels_t l;
-    lg_metrics_labels_init(&l, lc->labels, LG_METRICS_HTTP_NLABELS + ncustom);
-    lg_metrics_add_labels(sh, std_ids.requests, &l, 1);
-    lg_metrics_observe_labels(sh, std_ids.request_duration, &l,
+    lg_metrics_labels_t own;
+    const lg_metrics_labels_t *l = http_labels(r, lc);
+    if (!l) {
+        lg_metrics_labels_init(&own, lc->labels, LG_METRICS_HTTP_NLABELS + ncustom);
+        l = &own;
+    }
+    lg_metrics_add_labels(sh, std_ids.requests, l, 1);
+    lg_metrics_observe_labels(sh, std_ids.request_duration, l,
                               (double)(r->end_mono - r->start_mono) / 1e6);
-    lg_metrics_add_labels(sh, std_ids.response_bytes, &l, (double)r->resp_bytes);
-    lg_metrics_labels_dispose(&l);
+    lg_metrics_add_labels(sh, std_ids.response_bytes, l, (double)r->resp_bytes);
+    if (l == &own)
+        lg_metrics_labels_dispose(&own);
     if (r->connect_us > 0) {
         const char *t[1] = {r->backend && r->backend->tls ? "tls" : "tcp"};
         lg_metrics_observe(sh, std_ids.upstream_connect_duration, t, (double)r->connect_us / 1e6);

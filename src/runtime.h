@@ -44,5 +44,7 @@ void lg_runtime_log(struct lg_req *r, void *rl);
 struct lg_metrics *lg_runtime_registry(void);
 /* A client connection was accepted on `port` (downstream_connections_total). */
 void lg_runtime_conn_accepted(struct lg_worker *w, int port, int tls);
+/* Frees what the log phase keeps per worker (prepared metric label sets). */
+void lg_runtime_worker_free(struct lg_worker *w);
 
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "proxy.h"
+#include "runtime.h"
 
 typedef struct pending_fd {
     int port;
@@ -350,6 +351,7 @@ void lg_workers_free(lg_worker_t *ws, int n)
         free(w->listeners);
         lg_proxy_worker_free(w);
         lg_proxy_caches_free(w);
+        lg_runtime_worker_free(w);
         lg_upool_free(w->pool);
         if (w->wake)
             event_free(w->wake);

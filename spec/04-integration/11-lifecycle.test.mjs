@@ -96,6 +96,31 @@ describe("reload", () => {
     } finally { await gw.stop(); }
   });
 
+  test("metrics follow a route renamed by a reload", async () => {
+    const port = await freePort();
+    const gw = await startGateway(base(port, "ok").replace("    - policies:", "    - name: before\n      policies:"));
+    const stats = Number(gw.stats.split(":")[1]);
+    const count = (m, route) => Number((m.match(new RegExp(
+      `^agentgateway_requests_total\\{[^}]*route="default/${route}"[^}]*\\} (\\d+)`, "m")) || [])[1] || 0);
+    try {
+      let sent = 0;
+      for (; sent < 3; sent++) assert.equal((await request({ port, path: "/" })).status, 200);
+      fs.writeFileSync(gw.file, fs.readFileSync(gw.file, "utf8").replace("name: before", "name: after"));
+      gw.proc.kill("SIGHUP");
+      await eventually(async () => {
+        assert.equal((await request({ port, path: "/" })).status, 200);
+        sent++;
+        assert.ok(count((await request({ port: stats, path: "/metrics" })).body, "after") > 0);
+      });
+      for (let i = 0; i < 3; i++, sent++) assert.equal((await request({ port, path: "/" })).status, 200);
+      await eventually(async () => {
+        const m = (await request({ port: stats, path: "/metrics" })).body;
+        assert.ok(count(m, "before") >= 3 && count(m, "after") >= 4, m);
+        assert.equal(count(m, "before") + count(m, "after"), sent);
+      });
+    } finally { await gw.stop(); }
+  });
+
   test("a ConfigMap-style ..data symlink swap reloads under load with no failed request", async () => {
     const port = await freePort();
     const dir = tmpdir();
