@@ -533,6 +533,8 @@ static const lg_metrics_labels_t *http_labels(lg_req_t *r, logctx_t *lc)
     return &e->l;
 }
 
+static void gcache_free(lg_worker_t *w);
+
 void lg_runtime_worker_free(lg_worker_t *w)
 {
     hcache_t *c = w->hcache;
@@ -541,6 +543,7 @@ void lg_runtime_worker_free(lg_worker_t *w)
             lg_metrics_labels_dispose(&c[i].l);
     free(c);
     w->hcache = NULL;
+    gcache_free(w);
 }
 
 static void record_http(lg_req_t *r, logctx_t *lc)
@@ -752,6 +755,69 @@ static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
 }
 
 /* Records the GenAI families from the rec.llm table at index g. */
+/* Prepared GenAI label sets, per worker, as hcache_t: the route's labels by pointer (the
+ * configuration's generation guards them), operation, provider and models by content. */
+#define GCACHE 16
+
+typedef struct gcache {
+    uint64_t gen; /* 0: empty */
+    const char *v[5];
+    char op[32], provider[64], req_model[128], resp_model[128];
+    unsigned ready; /* bit t: usage[t] is built; bit 4: dur */
+    lg_metrics_labels_t usage[4], dur;
+} gcache_t;
+
+static int fits_copy(char *d, size_t cap, const char *s)
+{
+    size_t l = s ? strlen(s) : 0;
+    if (l >= cap)
+        return 0;
+    memcpy(d, s ? s : "", l + 1);
+    return 1;
+}
+
+static gcache_t *genai_cache(lg_req_t *r, const char *const *gl)
+{
+    lg_worker_t *w = r->w;
+    if (ncustom || !r->conf)
+        return NULL;
+    const char *m = gl[3] ? gl[3] : "";
+    uint64_t h = (uintptr_t)gl[8] >> 4;
+    for (; *m; m++)
+        h = (h ^ (unsigned char)*m) * 1099511628211ULL;
+    if (!w->gcache)
+        w->gcache = lg_xcalloc(GCACHE, sizeof(gcache_t));
+    gcache_t *e = (gcache_t *)w->gcache + h % GCACHE;
+    if (e->gen == r->conf->generation && memcmp(e->v, gl + 5, sizeof(e->v)) == 0 &&
+        same_str(e->op, gl[1]) && same_str(e->provider, gl[2]) && same_str(e->req_model, gl[3]) &&
+        same_str(e->resp_model, gl[4]))
+        return e;
+    for (int t = 0; t < 5; t++)
+        if (e->ready >> t & 1)
+            lg_metrics_labels_dispose(t < 4 ? &e->usage[t] : &e->dur);
+    e->ready = 0;
+    e->gen = 0;
+    if (!fits_copy(e->op, sizeof(e->op), gl[1]) ||
+        !fits_copy(e->provider, sizeof(e->provider), gl[2]) ||
+        !fits_copy(e->req_model, sizeof(e->req_model), gl[3]) ||
+        !fits_copy(e->resp_model, sizeof(e->resp_model), gl[4]))
+        return NULL;
+    e->gen = r->conf->generation;
+    memcpy(e->v, gl + 5, sizeof(e->v));
+    return e;
+}
+
+static void gcache_free(lg_worker_t *w)
+{
+    gcache_t *c = w->gcache;
+    for (size_t i = 0; c && i < GCACHE; i++)
+        for (int t = 0; t < 5; t++)
+            if (c[i].ready >> t & 1)
+                lg_metrics_labels_dispose(t < 4 ? &c[i].usage[t] : &c[i].dur);
+    free(c);
+    w->gcache = NULL;
+}
+
 static void record_genai(lg_req_t *r, logctx_t *lc, const llmf_t *f, int native)
 {
     const char *parser[1] = {native ? "c" : "lua"};
@@ -771,22 +837,40 @@ static void record_genai(lg_req_t *r, logctx_t *lc, const llmf_t *f, int native)
     const int64_t *vals[] = {&f->in, &f->out, &f->cached_in, &f->cache_write};
     const int has[] = {f->has_in, f->has_out, f->has_cached_in, f->has_cache_write};
     size_t n = LG_METRICS_TOKEN_NLABELS + ncustom;
+    gcache_t *e = genai_cache(r, gl);
     for (size_t i = 0; i < LG_ARRAY_SIZE(types); i++) {
         if (!has[i])
             continue;
         gl[0] = types[i];
-        lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)*vals[i]);
+        if (!e) {
+            lg_metrics_observe(sh, std_ids.gen_ai_token_usage, gl, (double)*vals[i]);
+            continue;
+        }
+        if (!(e->ready >> i & 1)) {
+            lg_metrics_labels_init(&e->usage[i], gl, n);
+            e->ready |= 1u << i;
+        }
+        lg_metrics_observe_labels(sh, std_ids.gen_ai_token_usage, &e->usage[i], (double)*vals[i]);
     }
-    /* duration, ttft and tpot share one label set: normalise and hash it once */
-    lg_metrics_labels_t l;
-    lg_metrics_labels_init(&l, gl + 1, n - 1);
-    lg_metrics_observe_labels(sh, std_ids.gen_ai_request_duration, &l,
+    /* duration, ttft and tpot share one label set */
+    lg_metrics_labels_t own, *l = &own;
+    if (e) {
+        if (!(e->ready >> 4 & 1)) {
+            lg_metrics_labels_init(&e->dur, gl + 1, n - 1);
+            e->ready |= 1u << 4;
+        }
+        l = &e->dur;
+    } else {
+        lg_metrics_labels_init(&own, gl + 1, n - 1);
+    }
+    lg_metrics_observe_labels(sh, std_ids.gen_ai_request_duration, l,
                               (double)(r->end_mono - r->start_mono) / 1e6);
     if (f->has_ttft)
-        lg_metrics_observe_labels(sh, std_ids.gen_ai_ttft, &l, f->ttft);
+        lg_metrics_observe_labels(sh, std_ids.gen_ai_ttft, l, f->ttft);
     if (f->has_tpot)
-        lg_metrics_observe_labels(sh, std_ids.gen_ai_tpot, &l, f->tpot);
-    lg_metrics_labels_dispose(&l);
+        lg_metrics_observe_labels(sh, std_ids.gen_ai_tpot, l, f->tpot);
+    if (l == &own)
+        lg_metrics_labels_dispose(&own);
 }
 
 /* The rec.llm table at g as an llmf_t (strings stay on the Lua stack: 4 values pushed). */

@@ -45,7 +45,7 @@ typedef struct lg_worker {
     void *req_cache;          /* freed requests kept for reuse */
     size_t nreq_cache;
     struct event *conn_sweep; /* client connection deadlines, checked once a second */
-    void *hcache;             /* runtime.c: prepared metric label sets */
+    void *hcache, *gcache;    /* runtime.c: prepared metric label sets */
 
     pthread_mutex_t mu;
     lg_conf_t *pending; /* next configuration, handed over by main */

@@ -389,6 +389,21 @@ binds:
     });
   });
 
+  test("requests for different models on one route get their own GenAI series", async () => {
+    const messages = [{ role: "user", content: "which model are you" }];
+    for (const model of ["model-a", "model-b", "model-a"])
+      assert.equal((await chat(port, { model, messages })).status, 200);
+    await eventually(async () => {
+      const fams = parseExposition((await scrape(gw)).body);
+      for (const [model, n] of [["model-a", 2], ["model-b", 1]]) {
+        const m = { gen_ai_request_model: model, gen_ai_response_model: model, route: "default/llm" };
+        for (const type of ["input", "output"])
+          assert.equal(one(fams, "agentgateway_gen_ai_client_token_usage_count", { ...m, gen_ai_token_type: type }), n);
+        assert.equal(one(fams, "agentgateway_gen_ai_server_request_duration_count", m), n);
+      }
+    });
+  });
+
   test("downstream_connections_total counts the client connections", async () => {
     const fams = parseExposition((await scrape(gw)).body);
     // every request above used its own connection (agent: false)
