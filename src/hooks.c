@@ -1248,7 +1248,7 @@ void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof)
     glue_get(rl->wrt, "llm_body");
     lua_pushinteger(L, (lua_Integer)rl->id);
     lua_pushlstring(L, data ? data : "", len);
-    lua_pushboolean(L, eof);
+    lua_pushboolean(L, eof && len == 0); /* the final empty call always follows */
     if (glue_call(rl->wrt, 3, 1, "glue.llm_body") == LG_OK)
         lua_pop(L, 1);
 }

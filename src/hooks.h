@@ -8,17 +8,14 @@
 #define LG_HOOKS_H
 
 #include <event2/buffer.h>
-#include <http_parser.h>
+#include <http_parser.h> /* enum http_method */
+
+#include "h1.h"
 #include <stdint.h>
 
 #include "conf.h"
 #include "upstream.h"
 #include "worker.h"
-
-typedef struct lg_hslice {
-    uint32_t noff, nlen, voff, vlen;
-    int deleted;
-} lg_hslice_t;
 
 /* How a response body reaches the client: not at all, verbatim, re-chunked, as is to the
  * close (HTTP/1.0), or rewritten in one piece with a fresh Content-Length (LG_FWD_WHOLE). */
@@ -41,7 +38,7 @@ struct lg_req {
     char *head;
     size_t head_len;
     lg_hslice_t *hdrs;
-    size_t nhdrs, hcap;
+    size_t nhdrs;
     const char *url, *path, *query, *host;
     size_t url_len, path_len, query_len, host_len, hostname_len;
     size_t matched_prefix_len;
@@ -67,12 +64,13 @@ struct lg_req {
     /* upstream */
     lg_upconn_t *up;
     int attempt, retry_count, pending_connect, stale_retry;
-    http_parser rp;
-    int rp_state; /* 0 head, 1 body, 2 complete */
+    lg_h1_body_t rbody; /* the response body's framing */
+    size_t rlast;       /* upstream input already searched for the end of the head */
+    int rp_state;       /* 0 head, 1 body, 2 complete */
     char *rhead;
     size_t rhead_len;
     lg_hslice_t *rhdrs;
-    size_t nrhdrs, rhcap;
+    size_t nrhdrs;
     int status;
     const char *status_text;
     int up_keepalive, up_chunked, up_has_cl;
@@ -92,6 +90,10 @@ struct lg_req {
 
     void *lua;           /* per-request state of hooks.c */
     lg_req_t *next_free; /* in the worker's request cache */
+
+    /* Storage for the usual heads, last: a reused request is cleared only up to here. */
+    char head_buf[1024], rhead_buf[1024];
+    lg_hslice_t hdrs_buf[24], rhdrs_buf[24];
 };
 
 /* proxy.c services for hooks */
@@ -123,6 +125,8 @@ int lg_hooks_error_body(lg_req_t *r, int status, const char *msg, const char *ty
                         struct evbuffer *out);
 void lg_hooks_log(lg_req_t *r);
 int lg_hooks_body_observes(lg_req_t *r); /* 1: body is relayed verbatim but inspected */
+/* Shows relayed body bytes to the LLM layer. eof may come with the last bytes of a sized
+ * body, and a final call with no bytes and eof always follows. */
 void lg_hooks_observe(lg_req_t *r, const char *data, size_t len, int eof);
 /* Builds a worker runtime for `conf` off-line to check plugins and LLM backends. */
 int lg_hooks_check(lg_conf_t *conf, lg_err_t *err);

@@ -50,7 +50,8 @@ struct lg_conn {
     int tls;
     int port;
     char src[64];
-    http_parser parser;
+    lg_h1_body_t body; /* the request body's framing */
+    size_t hlast;      /* input already searched for the end of the next head */
     lg_req_t *req;
     lg_req_t *done_req; /* finished request waiting to be freed at callback end */
     int busy;           /* inside a callback: defer frees */
@@ -59,8 +60,6 @@ struct lg_conn {
     int64_t deadline; /* monotonic us: the idle or slow-client cut-off (0: none) */
     lg_conn_t *next, *prev;
 };
-
-static http_parser_settings req_settings, resp_settings;
 
 static void conn_close(lg_conn_t *c);
 static void req_finish(lg_req_t *r);
@@ -491,7 +490,7 @@ static lg_req_t *req_new(lg_conn_t *c)
     if (r) {
         w->req_cache = r->next_free;
         w->nreq_cache--;
-        memset(r, 0, sizeof(*r));
+        memset(r, 0, offsetof(lg_req_t, head_buf));
     } else {
         r = lg_xcalloc(1, sizeof(*r));
     }
@@ -516,7 +515,15 @@ static void req_free(lg_req_t *r)
         lg_upstream_release(r->up, 0);
     if (r->body)
         evbuffer_free(r->body);
-    free(r->head), free(r->hdrs), free(r->rhead), free(r->rhdrs), free(r->error);
+    if (r->head != r->head_buf)
+        free(r->head);
+    if (r->rhead != r->rhead_buf)
+        free(r->rhead);
+    if (r->hdrs != r->hdrs_buf)
+        free(r->hdrs);
+    if (r->rhdrs != r->rhdrs_buf)
+        free(r->rhdrs);
+    free(r->error);
     free(r->dyn_backend.host), free(r->dyn_backend.name), free(r->dyn_backend.sni);
     free(r->up_path), free(r->up_host), free(r->up_method);
     lg_conf_unref(r->conf);
@@ -563,81 +570,87 @@ void lg_proxy_caches_free(lg_worker_t *w)
     if (w->conn_sweep)
         event_free(w->conn_sweep);
     w->conn_sweep = NULL;
+    free(w->hdrs_scratch);
+    w->hdrs_scratch = NULL;
+    w->hdrs_cap = 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    lg_req_t *r = ((lg_conn_t *)p->data)->req;
-    r->url = at;
-    r->url_len = len;
-    return 0;
-}
+/* ---- Heads ---- */
 
-static int hdr_push(lg_hslice_t **arr, size_t *n, size_t *cap)
+/* Parses a head at buf into the worker's header array, growing it as needed: what
+ * lg_h1_parse_request/response returns, never LG_H1_TOO_MANY. */
+static int parse_head(lg_worker_t *w, int response, const char *buf, size_t len, size_t last,
+                      lg_h1_head_t *h)
 {
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        *arr = lg_xrealloc(*arr, *cap * sizeof(lg_hslice_t));
+    for (;;) {
+        if (!w->hdrs_scratch) {
+            w->hdrs_cap = 64;
+            w->hdrs_scratch = lg_xmalloc(w->hdrs_cap * sizeof(lg_hslice_t));
+        }
+        int rc = response ? lg_h1_parse_response(buf, len, last, h, w->hdrs_scratch, w->hdrs_cap)
+                          : lg_h1_parse_request(buf, len, last, h, w->hdrs_scratch, w->hdrs_cap);
+        if (rc != LG_H1_TOO_MANY)
+            return rc;
+        w->hdrs_cap = h->nhdrs * 2;
+        w->hdrs_scratch = lg_xrealloc(w->hdrs_scratch, w->hdrs_cap * sizeof(lg_hslice_t));
     }
-    memset(&(*arr)[*n], 0, sizeof(lg_hslice_t));
-    (*n)++;
-    return 0;
 }
 
-/* Header callbacks see the head in one contiguous buffer (we only parse complete heads),
- * so each name and value arrives in one piece. */
-static int on_req_field(http_parser *p, const char *at, size_t len)
+/* Finds and parses the head at the start of `in`, looking at no more than `max` bytes:
+ * only the first chunk of the buffer when the head is all there, the rest pulled up when
+ * it is not. *last is what was searched before (see lg_h1_parse_request). Returns the
+ * parse result; *buf is the head's bytes when complete. */
+static int find_head(lg_worker_t *w, int response, struct evbuffer *in, size_t max, size_t *last,
+                     lg_h1_head_t *h, const char **buf)
 {
-    lg_req_t *r = ((lg_conn_t *)p->data)->req;
-    hdr_push(&r->hdrs, &r->nhdrs, &r->hcap);
-    r->hdrs[r->nhdrs - 1].noff = (uint32_t)(at - r->head);
-    r->hdrs[r->nhdrs - 1].nlen = (uint32_t)len;
-    return 0;
+    size_t avail = evbuffer_get_length(in), want = avail < max ? avail : max;
+    struct evbuffer_iovec v;
+    int rc = LG_H1_INCOMPLETE;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        return rc;
+    if (v.iov_len < want) {
+        if (v.iov_len > *last) {
+            rc = parse_head(w, response, v.iov_base, v.iov_len, *last, h);
+            if (rc != LG_H1_INCOMPLETE) {
+                *buf = v.iov_base;
+                return rc;
+            }
+            *last = v.iov_len;
+        }
+        v.iov_base = evbuffer_pullup(in, (ssize_t)want);
+    }
+    rc = parse_head(w, response, v.iov_base, want, *last, h);
+    *last = rc == LG_H1_INCOMPLETE ? want : 0;
+    *buf = v.iov_base;
+    return rc;
 }
 
-static int on_req_value(http_parser *p, const char *at, size_t len)
+/* Keeps a head and its headers in the request's own storage when they fit. */
+static char *keep_bytes(char *inl, size_t inl_size, const char *buf, size_t len)
 {
-    lg_req_t *r = ((lg_conn_t *)p->data)->req;
-    if (r->nhdrs == 0)
-        return 0;
-    r->hdrs[r->nhdrs - 1].voff = (uint32_t)(at - r->head);
-    r->hdrs[r->nhdrs - 1].vlen = (uint32_t)len;
-    return 0;
+    char *d = len < inl_size ? inl : lg_xmalloc(len + 1);
+    memcpy(d, buf, len);
+    d[len] = '\0';
+    return d;
 }
 
-static int on_req_headers_complete(http_parser *p)
+static lg_hslice_t *keep_hdrs(lg_hslice_t *inl, size_t inl_n, const lg_hslice_t *h, size_t n)
 {
-    lg_req_t *r = ((lg_conn_t *)p->data)->req;
-    r->method = p->method;
-    r->vmajor = p->http_major;
-    r->vminor = p->http_minor;
-    r->keepalive = http_should_keep_alive(p);
-    r->has_cl = (p->flags & F_CONTENTLENGTH) != 0;
-    r->content_length = r->has_cl ? p->content_length : 0;
-    r->chunked_req = (p->flags & F_CHUNKED) != 0;
-    r->head_done = 1;
-    return 0;
+    lg_hslice_t *d = n <= inl_n ? inl : lg_xmalloc(n * sizeof(*h));
+    memcpy(d, h, n * sizeof(*h));
+    return d;
 }
 
-static int on_req_body(http_parser *p, const char *at, size_t len)
+static void req_body_data(void *ud, const char *at, size_t len)
 {
-    lg_req_t *r = ((lg_conn_t *)p->data)->req;
+    lg_req_t *r = ud;
     if (!r->body)
         r->body = evbuffer_new();
     if (evbuffer_get_length(r->body) + len > r->conf->max_body) {
         r->too_large = 1;
-        return 0;
+        return;
     }
     evbuffer_add(r->body, at, len);
-    return 0;
-}
-
-static int on_req_complete(http_parser *p)
-{
-    lg_req_t *r = ((lg_conn_t *)p->data)->req;
-    r->body_done = 1;
-    http_parser_pause(p, 1);
-    return 0;
 }
 
 /* Splits the URL into path and query, and finds the Host. */
@@ -700,53 +713,48 @@ static void process_input(lg_conn_t *c)
             return;
         if (!c->req) {
             /* wait for the whole head */
-            struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-            size_t hl;
-            if (end.pos < 0) {
-                struct evbuffer_ptr e2 = evbuffer_search(in, "\n\n", 2, NULL);
-                if (e2.pos < 0) {
-                    if (avail > c->w->conf->max_header) {
-                        lg_req_t *r = c->req = req_new(c);
-                        r->keepalive = 0;
-                        r->url = "/", r->url_len = 1, r->path = "/", r->path_len = 1;
-                        respond_error(r, 431, "InvalidRequest", "request header too large",
-                                      "invalid_request_error");
-                    }
-                    return;
+            lg_h1_head_t h;
+            const char *buf;
+            size_t max = c->w->conf->max_header;
+            int rc = find_head(c->w, 0, in, max, &c->hlast, &h, &buf);
+            if (rc == LG_H1_INCOMPLETE) {
+                if (avail >= max) {
+                    lg_req_t *r = c->req = req_new(c);
+                    r->keepalive = 0;
+                    r->url = "/", r->url_len = 1, r->path = "/", r->path_len = 1;
+                    respond_error(r, 431, "InvalidRequest", "request header too large",
+                                  "invalid_request_error");
                 }
-                hl = (size_t)e2.pos + 2;
-            } else {
-                hl = (size_t)end.pos + 4;
-            }
-            if (hl > c->w->conf->max_header) {
-                lg_req_t *r = c->req = req_new(c);
-                r->keepalive = 0;
-                r->url = "/", r->url_len = 1, r->path = "/", r->path_len = 1;
-                respond_error(r, 431, "InvalidRequest", "request header too large",
-                              "invalid_request_error");
                 return;
             }
             lg_req_t *r = c->req = req_new(c);
-            r->head = lg_xmalloc(hl + 1);
-            evbuffer_remove(in, r->head, hl);
-            r->head[hl] = '\0';
-            r->head_len = hl;
-            http_parser_init(&c->parser, HTTP_REQUEST);
-            c->parser.data = c;
-            size_t n = http_parser_execute(&c->parser, &req_settings, r->head, hl);
-            if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK &&
-                HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
+            if (rc < 0) {
                 r->keepalive = 0;
-                if (!r->url)
-                    r->url = "/", r->url_len = 1;
+                r->url = "/", r->url_len = 1, r->path = "/", r->path_len = 1;
                 char msg[128];
-                snprintf(msg, sizeof(msg), "malformed request: %s",
-                         http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
-                r->path = "/", r->path_len = 1;
+                snprintf(msg, sizeof(msg), "malformed request: %s", h.err);
                 respond_error(r, 400, "InvalidRequest", msg, "invalid_request_error");
                 return;
             }
-            LG_UNUSED(n);
+            size_t hl = (size_t)rc;
+            r->head = keep_bytes(r->head_buf, sizeof(r->head_buf), buf, hl);
+            r->head_len = hl;
+            r->hdrs =
+                keep_hdrs(r->hdrs_buf, LG_ARRAY_SIZE(r->hdrs_buf), c->w->hdrs_scratch, h.nhdrs);
+            r->nhdrs = h.nhdrs;
+            evbuffer_drain(in, hl);
+            r->url = r->head + h.url_off;
+            r->url_len = h.url_len;
+            r->method = h.method;
+            r->vmajor = h.vmajor;
+            r->vminor = h.vminor;
+            r->keepalive = h.keepalive;
+            r->has_cl = h.has_cl;
+            r->content_length = h.content_length;
+            r->chunked_req = h.chunked;
+            r->head_done = 1;
+            lg_h1_body_init(&c->body, h.body_mode, h.content_length);
+            r->body_done = h.body_mode == LG_H1_BODY_NONE;
             req_split(r);
             if (r->has_cl && r->content_length > r->conf->max_body) {
                 r->keepalive = 0;
@@ -767,10 +775,10 @@ static void process_input(lg_conn_t *c)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             return;
-        size_t n = http_parser_execute(&c->parser, &req_settings, v.iov_base, v.iov_len);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        evbuffer_drain(in, n);
-        if (e != HPE_OK && e != HPE_PAUSED) {
+        ssize_t n = lg_h1_body_feed(&c->body, v.iov_base, v.iov_len, req_body_data, r);
+        if (n > 0)
+            evbuffer_drain(in, (size_t)n);
+        if (n < 0) {
             r->keepalive = 0;
             respond_error(r, 400, "InvalidRequest", "malformed request body",
                           "invalid_request_error");
@@ -782,8 +790,10 @@ static void process_input(lg_conn_t *c)
                           "invalid_request_error");
             return;
         }
-        if (!r->body_done)
-            continue;
+        if (c->body.done)
+            r->body_done = 1;
+        else if (n == 0)
+            return;
     }
 }
 
@@ -1020,8 +1030,7 @@ static void upstream_send(lg_req_t *r)
     r->rp_state = 0;
     r->nrhdrs = 0;
     r->rhead_len = 0;
-    http_parser_init(&r->rp, HTTP_RESPONSE);
-    r->rp.data = r;
+    r->rlast = 0;
     r->up_sent_mono = lg_mono_us();
     bufferevent_setcb(r->up->bev, up_read_cb, NULL, up_event_cb, r);
     if (r->route->backend_timeout_ms > 0) {
@@ -1110,56 +1119,26 @@ static void up_ready_cb(lg_upconn_t *uc, int status, const char *msg, void *arg)
 
 /* ---- Response relay ---- */
 
-static int on_resp_field(http_parser *p, const char *at, size_t len)
+static void resp_body_data(void *ud, const char *at, size_t len)
 {
-    lg_req_t *r = p->data;
-    hdr_push(&r->rhdrs, &r->nrhdrs, &r->rhcap);
-    r->rhdrs[r->nrhdrs - 1].noff = (uint32_t)(at - r->rhead);
-    r->rhdrs[r->nrhdrs - 1].nlen = (uint32_t)len;
-    return 0;
-}
-
-static int on_resp_value(http_parser *p, const char *at, size_t len)
-{
-    lg_req_t *r = p->data;
-    if (r->nrhdrs == 0)
-        return 0;
-    r->rhdrs[r->nrhdrs - 1].voff = (uint32_t)(at - r->rhead);
-    r->rhdrs[r->nrhdrs - 1].vlen = (uint32_t)len;
-    return 0;
-}
-
-static int on_resp_headers_complete(http_parser *p)
-{
-    lg_req_t *r = p->data;
-    r->status = p->status_code;
-    r->up_keepalive = http_should_keep_alive(p);
-    r->up_chunked = (p->flags & F_CHUNKED) != 0;
-    r->up_has_cl = (p->flags & F_CONTENTLENGTH) != 0;
-    r->up_cl = p->content_length;
-    r->rp_state = 1;
-    /* a response to HEAD has no body whatever its headers say */
-    return r->method == HTTP_HEAD ? 1 : 0;
-}
-
-static int on_resp_body(http_parser *p, const char *at, size_t len)
-{
-    lg_req_t *r = p->data;
+    lg_req_t *r = ud;
     if (r->fwd_mode == LG_FWD_RAW) {
+        /* the run that ends a sized body says so (on_data runs before the decoder counts
+         * it), so that a body that came in one piece is parsed where it lies */
         if (r->observe)
-            lg_hooks_observe(r, at, len, 0);
-        return 0;
+            lg_hooks_observe(r, at, len,
+                             r->rbody.mode == LG_H1_BODY_LENGTH && len == r->rbody.remaining);
+        return;
     }
     lg_hooks_body(r, at, len, 0, r->body_out);
-    return 0;
 }
 
-static int on_resp_complete(http_parser *p)
+/* The method the upstream got: a response to HEAD has no body whatever its headers say. */
+static int upstream_method(const lg_req_t *r)
 {
-    lg_req_t *r = p->data;
-    r->rp_state = 2;
-    http_parser_pause(p, 1);
-    return 0;
+    if (r->up_method)
+        return strcmp(r->up_method, "HEAD") == 0 ? HTTP_HEAD : HTTP_GET;
+    return r->method;
 }
 
 /* Writes the client's response head. Picks how the body is relayed, unless the body was
@@ -1276,7 +1255,8 @@ static void response_done(lg_req_t *r, struct evbuffer *out)
     r->resp_done = 1;
 }
 
-#define WHOLE_MAX (256 * 1024)
+#define WHOLE_MAX     (256 * 1024)
+#define RESP_HEAD_MAX (64 * 1024) /* an upstream response head longer than this is a 502 */
 
 /* A body that plugins rewrite, already here in full after its head (Content-Length, small):
  * body_filter sees it in one call with eof, and the client gets a Content-Length instead of
@@ -1310,9 +1290,11 @@ static void relay(lg_req_t *r)
     r->body_out = out;
     while (!r->resp_done && evbuffer_get_length(in) > 0) {
         if (r->rp_state == 0) {
-            struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-            if (end.pos < 0) {
-                if (evbuffer_get_length(in) > 65536) {
+            lg_h1_head_t h;
+            const char *buf;
+            int rc = find_head(w, 1, in, RESP_HEAD_MAX, &r->rlast, &h, &buf);
+            if (rc == LG_H1_INCOMPLETE) {
+                if (evbuffer_get_length(in) >= RESP_HEAD_MAX) {
                     scratch_give(w, out);
                     r->body_out = NULL;
                     req_fail(r, 502, "UpstreamFailure", "upstream response head too large");
@@ -1320,27 +1302,33 @@ static void relay(lg_req_t *r)
                 }
                 break;
             }
-            size_t hl = (size_t)end.pos + 4;
-            free(r->rhead);
-            r->rhead = lg_xmalloc(hl + 1);
-            evbuffer_remove(in, r->rhead, hl);
-            r->rhead[hl] = '\0';
-            r->rhead_len = hl;
-            r->nrhdrs = 0;
-            http_parser_execute(&r->rp, &resp_settings, r->rhead, hl);
-            enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
-            if ((e != HPE_OK && e != HPE_PAUSED) || r->rp_state == 0) {
+            if (rc < 0) {
                 scratch_give(w, out);
                 r->body_out = NULL;
                 req_fail(r, 502, "UpstreamFailure", "malformed upstream response");
                 return;
             }
-            if (r->status / 100 == 1) { /* 1xx interim: drop it and parse the next head */
-                http_parser_init(&r->rp, HTTP_RESPONSE);
-                r->rp.data = r;
-                r->rp_state = 0;
+            size_t hl = (size_t)rc;
+            if (r->rhead != r->rhead_buf)
+                free(r->rhead);
+            r->rhead = keep_bytes(r->rhead_buf, sizeof(r->rhead_buf), buf, hl);
+            r->rhead_len = hl;
+            if (r->rhdrs != r->rhdrs_buf)
+                free(r->rhdrs);
+            r->rhdrs =
+                keep_hdrs(r->rhdrs_buf, LG_ARRAY_SIZE(r->rhdrs_buf), w->hdrs_scratch, h.nhdrs);
+            r->nrhdrs = h.nhdrs;
+            evbuffer_drain(in, hl);
+            r->status = h.status;
+            if (r->status / 100 == 1) /* 1xx interim: drop it and parse the next head */
                 continue;
-            }
+            lg_h1_response_body(&h, upstream_method(r));
+            r->up_keepalive = h.keepalive;
+            r->up_chunked = h.chunked;
+            r->up_has_cl = h.has_cl;
+            r->up_cl = h.content_length;
+            lg_h1_body_init(&r->rbody, h.body_mode, h.content_length);
+            r->rp_state = h.body_mode == LG_H1_BODY_NONE ? 2 : 1;
             r->first_byte_mono = lg_mono_us();
             if (should_retry_status(r, r->status)) {
                 scratch_give(w, out);
@@ -1367,9 +1355,8 @@ static void relay(lg_req_t *r)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
-        size_t n = http_parser_execute(&r->rp, &resp_settings, v.iov_base, v.iov_len);
-        enum http_errno e = HTTP_PARSER_ERRNO(&r->rp);
-        if (e != HPE_OK && e != HPE_PAUSED) {
+        ssize_t n = lg_h1_body_feed(&r->rbody, v.iov_base, v.iov_len, resp_body_data, r);
+        if (n < 0) {
             send_buffer(c, out);
             scratch_give(w, out);
             r->body_out = NULL;
@@ -1377,13 +1364,17 @@ static void relay(lg_req_t *r)
             return;
         }
         if (r->fwd_mode == LG_FWD_RAW) {
-            evbuffer_remove_buffer(in, out, n);
-            r->resp_bytes += n;
+            evbuffer_remove_buffer(in, out, (size_t)n);
+            r->resp_bytes += (uint64_t)n;
         } else {
-            evbuffer_drain(in, n);
+            evbuffer_drain(in, (size_t)n);
         }
-        if (r->rp_state == 2)
+        if (r->rbody.done) {
+            r->rp_state = 2;
             response_done(r, out);
+        } else if (n == 0) {
+            break;
+        }
     }
     r->body_out = NULL;
     if (evbuffer_get_length(out) > 0)
@@ -1417,8 +1408,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     c->busy++;
     if (what & BEV_EVENT_EOF && r->rp_state >= 1 && !r->resp_done) {
         /* a close-delimited body ends here */
-        http_parser_execute(&r->rp, &resp_settings, NULL, 0);
-        if (r->rp_state == 2) {
+        lg_h1_body_eof(&r->rbody);
+        if (r->rbody.done) {
+            r->rp_state = 2;
             r->up_keepalive = 0;
             struct evbuffer *out = evbuffer_new();
             response_done(r, out);
@@ -1715,19 +1707,4 @@ void lg_proxy_close_all(lg_worker_t *w)
         conn_close(c);
         conn_release(c);
     }
-}
-
-__attribute__((constructor)) static void init_settings(void)
-{
-    req_settings.on_url = on_url;
-    req_settings.on_header_field = on_req_field;
-    req_settings.on_header_value = on_req_value;
-    req_settings.on_headers_complete = on_req_headers_complete;
-    req_settings.on_body = on_req_body;
-    req_settings.on_message_complete = on_req_complete;
-    resp_settings.on_header_field = on_resp_field;
-    resp_settings.on_header_value = on_resp_value;
-    resp_settings.on_headers_complete = on_resp_headers_complete;
-    resp_settings.on_body = on_resp_body;
-    resp_settings.on_message_complete = on_resp_complete;
 }

@@ -46,6 +46,8 @@ typedef struct lg_worker {
     size_t nreq_cache;
     struct event *conn_sweep; /* client connection deadlines, checked once a second */
     void *hcache, *gcache;    /* runtime.c: prepared metric label sets */
+    void *hdrs_scratch;       /* lg_hslice_t[hdrs_cap]: headers of the head being parsed */
+    size_t hdrs_cap;
 
     pthread_mutex_t mu;
     lg_conf_t *pending; /* next configuration, handed over by main */
