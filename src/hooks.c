@@ -207,6 +207,32 @@ static int glue_ask(lg_wrt_t *wrt, const char *fn, int nres, lg_err_t *err)
 }
 
 /* glue.native_plan for each backend of an LLM route. */
+/* The upstream and headers of a native plan, made once: what set_upstream and
+ * lg_lapi_header_change would make for every request. */
+static void plan_prepare(lg_wrt_t *wrt, lg_llmn_plan_t *p)
+{
+    lg_backend_t *b = &p->backend;
+    char name[300], key[512];
+    b->kind = LG_BACKEND_HOST;
+    b->host = p->host;
+    b->port = p->port;
+    b->tls = p->tls;
+    b->sni = p->tls ? (p->sni ? p->sni : p->host) : NULL;
+    b->ssl = p->tls ? wrt->tls : NULL;
+    b->weight = 1;
+    snprintf(name, sizeof(name), "%s:%d", p->host, p->port);
+    b->name = lg_xstrdup(name);
+    snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", b->host, b->port, b->tls, b->sni ? b->sni : "",
+             (void *)b->ssl);
+    b->pool_key = lg_xstrdup(key);
+    p->up_host = lg_xstrdup(p->host_header);
+    p->hdrs[0] = (lg_kv_t){"content-type", 12, "application/json", 16};
+    p->nhdrs = 1;
+    if (p->auth_name)
+        p->hdrs[p->nhdrs++] =
+            (lg_kv_t){p->auth_name, strlen(p->auth_name), p->auth_value, strlen(p->auth_value)};
+}
+
 static void native_plans(lg_wrt_t *wrt, const lg_route_t *r)
 {
     lua_State *L = lg_luart_state(wrt->rt);
@@ -228,12 +254,8 @@ static void native_plans(lg_wrt_t *wrt, const lg_route_t *r)
         if (glue_call(wrt, 2, 1, "glue.native_plan") == LG_OK) {
             lg_llmn_plan_t *p = lg_llmn_plan_new(L, -1);
             lua_pop(L, 1);
-            if (p) { /* as lg_upstream_acquire makes it for set_upstream's backend */
-                char key[512];
-                snprintf(key, sizeof(key), "%s|%d|%d|%s|%p", p->host, p->port, p->tls,
-                         p->tls ? (p->sni ? p->sni : p->host) : "", (void *)wrt->tls);
-                p->pool_key = lg_xstrdup(key);
-            }
+            if (p)
+                plan_prepare(wrt, p);
             wrt->plans[r->index][i] = p;
         }
     }
@@ -539,6 +561,10 @@ static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port,
                          const char *host_header)
 {
     lg_backend_t *b = &r->dyn_backend;
+    if (r->up_static) { /* (not after native_access today; kept safe) */
+        r->up_path = r->up_host = NULL;
+        r->up_static = 0;
+    }
     free(b->host), free(b->name), free(b->sni);
     b->pool_key = NULL; /* borrowed when set (native_access) */
     b->kind = LG_BACKEND_HOST;
@@ -598,19 +624,36 @@ static int native_access(lg_req_t *r, rlua_t *rl, const lg_llmn_plan_t *p)
     rl->native = n;
     rl->llm = 1;
     rl->observe = 1;
-    set_upstream(r, wrt, p->host, p->port, p->tls, p->sni, "POST", p->path, p->host_header);
-    r->dyn_backend.pool_key = p->pool_key;
+    /* as set_upstream, with the plan's own strings */
+    r->backend = &p->backend;
+    if (!r->up_static)
+        free(r->up_path), free(r->up_host);
+    r->up_path = p->path;
+    r->up_host = p->up_host;
+    r->up_static = 1;
     /* as Backend:new_upstream and apply_auth: these go, then the plan's headers are set */
-    static const char *const rm[] = {"content-length", "accept-encoding", "authorization",
-                                     "x-api-key",      "api-key",         "x-goog-api-key"};
-    for (size_t i = 0; i < (p->auth_name ? LG_ARRAY_SIZE(rm) : 2); i++)
-        lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, rm[i],
-                              strlen(rm[i]), NULL, 0);
-    lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, "content-type", 12,
-                          "application/json", 16);
-    if (p->auth_name)
-        lg_lapi_header_change(r->hdrs, r->nhdrs, r->head, &r->extra, &r->nextra, p->auth_name,
-                              strlen(p->auth_name), p->auth_value, strlen(p->auth_value));
+    static const struct {
+        const char *n;
+        size_t l;
+    } rm[] = {{"content-length", 14}, {"accept-encoding", 15}, {"content-type", 12},
+              {"authorization", 13},  {"x-api-key", 9},        {"api-key", 7},
+              {"x-goog-api-key", 14}};
+    size_t nrm = p->auth_name ? LG_ARRAY_SIZE(rm) : 3;
+    size_t al = p->auth_name ? strlen(p->auth_name) : 0;
+    for (size_t k = 0; k < r->nhdrs; k++) {
+        lg_hslice_t *h = &r->hdrs[k];
+        const char *nm = r->head + h->noff;
+        for (size_t i = 0; i < nrm && !h->deleted; i++)
+            h->deleted = h->nlen == rm[i].l && strncasecmp(nm, rm[i].n, rm[i].l) == 0;
+        if (al && !h->deleted)
+            h->deleted = h->nlen == al && strncasecmp(nm, p->auth_name, al) == 0;
+    }
+    for (size_t i = 0; r->nextra && i < nrm; i++) /* headers a plugin added */
+        lg_lapi_header_change(NULL, 0, r->head, &r->extra, &r->nextra, rm[i].n, rm[i].l, NULL, 0);
+    if (r->nextra && al)
+        lg_lapi_header_change(NULL, 0, r->head, &r->extra, &r->nextra, p->auth_name, al, NULL, 0);
+    r->fixed = p->hdrs;
+    r->nfixed = p->nhdrs;
     if (patched) {
         evbuffer_drain(r->body, bl);
         evbuffer_add(r->body, patched, patched_len);

@@ -51,7 +51,10 @@ struct lg_req {
     char *up_path;   /* replaces path?query */
     char *up_method; /* replaces the method */
     int status_override;
-    char *up_host;           /* replaces Host */
+    char *up_host;        /* replaces Host */
+    int up_static;        /* up_path and up_host belong to a native LLM plan: not freed */
+    const lg_kv_t *fixed; /* more request headers, plan-owned (native LLM path) */
+    size_t nfixed;
     lg_kv_t *extra, *rextra; /* extra request / response headers (owned by hooks) */
     size_t nextra, nrextra;
     char traceparent[64]; /* written to the upstream when sampled */

@@ -199,7 +199,12 @@ static int set_path(lua_State *L)
     const char *p = luaL_checklstring(L, 1, &len);
     luaL_argcheck(L, len > 0 && p[0] == '/' && valid_header(p, len, 1) && !memchr(p, ' ', len), 1,
                   "path must start with '/' and contain no spaces or line breaks");
-    free(r->up_path);
+    if (r->up_static) { /* the plan's strings: own copies from now on */
+        r->up_host = r->up_host ? lg_xstrdup(r->up_host) : NULL;
+        r->up_static = 0;
+    } else {
+        free(r->up_path);
+    }
     if (!memchr(p, '?', len) && r->query) {
         /* a new path without a query keeps the request's query */
         r->up_path = lg_xmalloc(len + r->query_len + 2);

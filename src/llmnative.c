@@ -61,7 +61,8 @@ void lg_llmn_plan_free(lg_llmn_plan_t *p)
     if (!p)
         return;
     free(p->host), free(p->sni), free(p->path), free(p->host_header);
-    free(p->auth_name), free(p->auth_value), free(p->provider), free(p->pool_key);
+    free(p->auth_name), free(p->auth_value), free(p->provider);
+    free(p->backend.name), free(p->backend.pool_key), free(p->up_host);
     free(p);
 }
 

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "conf.h"
 #include "llmscan.h"
 
 struct lua_State;
@@ -23,7 +24,11 @@ typedef struct lg_llmn_plan {
     char *auth_name, *auth_value; /* NULL without backendAuth */
     char *provider;               /* rec.llm.provider */
     int port, tls;
-    char *pool_key; /* the upstream pool key (hooks.c makes it) */
+    /* made by hooks.c for the worker runtime that owns the plan */
+    lg_backend_t backend; /* the upstream, pool key included */
+    char *up_host;        /* the Host header sent */
+    lg_kv_t hdrs[2];      /* Content-Type and the key's header */
+    size_t nhdrs;
 } lg_llmn_plan_t;
 
 /* The table at idx as a plan, or NULL when it is not one (nil, missing fields). */

@@ -525,7 +525,9 @@ static void req_free(lg_req_t *r)
         free(r->rhdrs);
     free(r->error);
     free(r->dyn_backend.host), free(r->dyn_backend.name), free(r->dyn_backend.sni);
-    free(r->up_path), free(r->up_host), free(r->up_method);
+    if (!r->up_static)
+        free(r->up_path), free(r->up_host);
+    free(r->up_method);
     lg_conf_unref(r->conf);
     lg_worker_t *w = r->w;
     if (w->nreq_cache < REQ_CACHE_MAX) {
@@ -991,6 +993,8 @@ static void build_upstream_request(lg_req_t *r, struct evbuffer *out)
                        : (rt->rewrite_authority ? rt->rewrite_authority : r->backend->name));
     for (size_t i = 0; i < r->nextra; i++)
         hb_header(hb, r->extra[i].name, r->extra[i].value);
+    for (size_t i = 0; i < r->nfixed; i++)
+        hb_header(hb, r->fixed[i].name, r->fixed[i].value);
     hb_mod_append(hb, rt->req_hdr);
     hb_flush(hb);
     append_forwarded(r, out);
