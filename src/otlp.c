@@ -52,9 +52,87 @@ static size_t span_hdr(void)
     return ALIGN16(sizeof(lg_span_t));
 }
 
+/* ---- Span recycling ----
+ * Spans are made on the workers and freed on the exporter thread, and glibc hands each
+ * such block back through the workers' arena under its lock. While the exporter runs, a
+ * freed span's first block goes to a shared free list instead (at most POOL_MAX), which a
+ * worker takes whole whenever its own list is empty. */
+#define POOL_MAX 2048
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *pool_head;                /* blocks, linked through their first word */
+static _Atomic size_t pool_n;          /* blocks in pool_head: a hint read without the lock */
+static _Atomic int pooling;            /* set while the exporter runs */
+static _Thread_local void *pool_local; /* this thread's blocks */
+
+static size_t block_size(void)
+{
+    return span_hdr() + sizeof(lg_span_chunk_t) + FIRST_CHUNK;
+}
+
+static void *block_get(void)
+{
+    void *b = pool_local;
+    if (!b && atomic_load_explicit(&pool_n, memory_order_relaxed) > 0) {
+        pthread_mutex_lock(&pool_mu);
+        b = pool_head;
+        pool_head = NULL;
+        atomic_store_explicit(&pool_n, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&pool_mu);
+    }
+    if (!b)
+        return lg_xmalloc(block_size());
+    memcpy(&pool_local, b, sizeof(void *));
+    return b;
+}
+
+static void block_put(void *b)
+{
+    if (atomic_load_explicit(&pooling, memory_order_relaxed)) {
+        pthread_mutex_lock(&pool_mu);
+        if (atomic_load_explicit(&pool_n, memory_order_relaxed) < POOL_MAX) {
+            memcpy(b, &pool_head, sizeof(void *));
+            pool_head = b;
+            atomic_fetch_add_explicit(&pool_n, 1, memory_order_relaxed);
+            b = NULL;
+        }
+        pthread_mutex_unlock(&pool_mu);
+    }
+    free(b);
+}
+
+static void free_list(void *b)
+{
+    while (b) {
+        void *next;
+        memcpy(&next, b, sizeof(void *));
+        free(b);
+        b = next;
+    }
+}
+
+void lg_span_pool_release(void)
+{
+    free_list(pool_local);
+    pool_local = NULL;
+}
+
+/* After the exporter stopped: nothing pools any more; the shared list is freed. */
+static void pool_drain(void)
+{
+    atomic_store(&pooling, 0);
+    pthread_mutex_lock(&pool_mu);
+    void *b = pool_head;
+    pool_head = NULL;
+    atomic_store(&pool_n, 0);
+    pthread_mutex_unlock(&pool_mu);
+    free_list(b);
+    lg_span_pool_release();
+}
+
 lg_span_t *lg_span_new(void)
 {
-    unsigned char *mem = lg_xmalloc(span_hdr() + sizeof(lg_span_chunk_t) + FIRST_CHUNK);
+    unsigned char *mem = block_get();
     lg_span_t *sp = (lg_span_t *)mem;
     lg_span_chunk_t *c = (lg_span_chunk_t *)(mem + span_hdr());
 
@@ -78,7 +156,7 @@ void lg_span_free(lg_span_t *sp)
         next = c->next;
         free(c);
     }
-    free(sp);
+    block_put(sp);
 }
 
 static void *arena_alloc(lg_span_t *sp, size_t n)
@@ -1483,6 +1561,7 @@ int lg_otlp_start(const lg_otlp_opts_t *o, lg_err_t *err)
         goto fail;
     }
     X = x;
+    atomic_store(&pooling, 1);
     atomic_store_explicit(&running, 1, memory_order_release);
     lg_log(LG_LOG_INFO, "otlp", "exporting spans to %s (%s)", x->log_url,
            x->protocol == LG_OTLP_GRPC ? "grpc" : "http/protobuf");
@@ -1506,5 +1585,6 @@ void lg_otlp_stop(int flush_ms)
     pthread_join(x->thread, NULL);
     X = NULL;
     exporter_free(x);
+    pool_drain();
     curl_global_cleanup();
 }
