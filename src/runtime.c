@@ -754,7 +754,6 @@ static void record_mcp(lua_State *L, lg_req_t *r, logctx_t *lc, int m)
     lua_pop(L, 4);
 }
 
-/* Records the GenAI families from the rec.llm table at index g. */
 /* Prepared GenAI label sets, per worker, as hcache_t: the route's labels by pointer (the
  * configuration's generation guards them), operation, provider and models by content. */
 #define GCACHE 16
@@ -818,6 +817,7 @@ static void gcache_free(lg_worker_t *w)
     w->gcache = NULL;
 }
 
+/* Records the GenAI families of an LLM request. */
 static void record_genai(lg_req_t *r, logctx_t *lc, const llmf_t *f, int native)
 {
     const char *parser[1] = {native ? "c" : "lua"};
