@@ -614,6 +614,7 @@ static int find_head(lg_worker_t *w, int response, struct evbuffer *in, size_t m
         if (v.iov_len > *last) {
             rc = parse_head(w, response, v.iov_base, v.iov_len, *last, h);
             if (rc != LG_H1_INCOMPLETE) {
+                *last = 0; /* the next head starts afresh */
                 *buf = v.iov_base;
                 return rc;
             }
