@@ -206,7 +206,6 @@ static int glue_ask(lg_wrt_t *wrt, const char *fn, int nres, lg_err_t *err)
     return lg_luart_pcall(wrt->rt, 0, nres, what, err) == LG_OK;
 }
 
-/* glue.native_plan for each backend of an LLM route. */
 /* The upstream and headers of a native plan, made once: what set_upstream and
  * lg_lapi_header_change would make for every request. */
 static void plan_prepare(lg_wrt_t *wrt, lg_llmn_plan_t *p)
@@ -233,6 +232,7 @@ static void plan_prepare(lg_wrt_t *wrt, lg_llmn_plan_t *p)
             (lg_kv_t){p->auth_name, strlen(p->auth_name), p->auth_value, strlen(p->auth_value)};
 }
 
+/* glue.native_plan for each backend of an LLM route. */
 static void native_plans(lg_wrt_t *wrt, const lg_route_t *r)
 {
     lua_State *L = lg_luart_state(wrt->rt);
@@ -566,7 +566,6 @@ static void set_upstream(lg_req_t *r, lg_wrt_t *wrt, const char *host, int port,
         r->up_static = 0;
     }
     free(b->host), free(b->name), free(b->sni);
-    b->pool_key = NULL; /* borrowed when set (native_access) */
     b->kind = LG_BACKEND_HOST;
     b->host = lg_xstrdup(host);
     b->port = port;

@@ -60,29 +60,53 @@ static size_t span_hdr(void)
 #define POOL_MAX 2048
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static void *pool_head;                /* blocks, linked through their first word */
-static _Atomic size_t pool_n;          /* blocks in pool_head: a hint read without the lock */
-static _Atomic int pooling;            /* set while the exporter runs */
-static _Thread_local void *pool_local; /* this thread's blocks */
+static void *pool_head;       /* blocks, linked through their first word */
+static _Atomic size_t pool_n; /* blocks in pool_head: a hint read without the lock */
+static _Atomic int pooling;   /* set while the exporter runs */
+/* Each thread's own blocks hang off a key whose destructor frees them when the thread ends,
+ * whoever made the thread. */
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
 static size_t block_size(void)
 {
     return span_hdr() + sizeof(lg_span_chunk_t) + FIRST_CHUNK;
 }
 
+static void free_list(void *b)
+{
+    while (b) {
+        void *next;
+        memcpy(&next, b, sizeof(void *));
+        free(b);
+        b = next;
+    }
+}
+
+static void pool_init(void)
+{
+    pthread_key_create(&pool_key, free_list);
+}
+
 static void *block_get(void)
 {
-    void *b = pool_local;
-    if (!b && atomic_load_explicit(&pool_n, memory_order_relaxed) > 0) {
-        pthread_mutex_lock(&pool_mu);
-        b = pool_head;
-        pool_head = NULL;
-        atomic_store_explicit(&pool_n, 0, memory_order_relaxed);
-        pthread_mutex_unlock(&pool_mu);
+    void *b = NULL;
+    if (atomic_load_explicit(&pooling, memory_order_relaxed)) {
+        pthread_once(&pool_once, pool_init);
+        b = pthread_getspecific(pool_key);
+        if (!b && atomic_load_explicit(&pool_n, memory_order_relaxed) > 0) {
+            pthread_mutex_lock(&pool_mu);
+            b = pool_head;
+            pool_head = NULL;
+            atomic_store_explicit(&pool_n, 0, memory_order_relaxed);
+            pthread_mutex_unlock(&pool_mu);
+        }
     }
     if (!b)
         return lg_xmalloc(block_size());
-    memcpy(&pool_local, b, sizeof(void *));
+    void *next;
+    memcpy(&next, b, sizeof(void *));
+    pthread_setspecific(pool_key, next);
     return b;
 }
 
@@ -101,20 +125,11 @@ static void block_put(void *b)
     free(b);
 }
 
-static void free_list(void *b)
-{
-    while (b) {
-        void *next;
-        memcpy(&next, b, sizeof(void *));
-        free(b);
-        b = next;
-    }
-}
-
 void lg_span_pool_release(void)
 {
-    free_list(pool_local);
-    pool_local = NULL;
+    pthread_once(&pool_once, pool_init);
+    free_list(pthread_getspecific(pool_key));
+    pthread_setspecific(pool_key, NULL);
 }
 
 /* After the exporter stopped: nothing pools any more; the shared list is freed. */

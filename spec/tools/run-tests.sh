@@ -15,6 +15,18 @@ count() {
     [ "$f" -gt 0 ] && grep -E -A4 '^not ok ' "$1" | head -60
     echo "  $2: $p passed, $f failed"
 }
+# count_c FILE NAME STATUS: a C unit test's TAP, which must end with its plan ("1..N",
+# N = oks + not-oks) and exit 0; a crash, a sanitizer report or a lost stdout is a failure.
+count_c() {
+    count "$1" "$2"
+    plan=$(sed -n 's/^1\.\.\([0-9]*\)$/\1/p' "$1" | tail -1)
+    if [ "$3" -ne 0 ] || [ "${plan:-x}" != "$((p + f))" ]; then
+        [ "$f" -gt 0 ] && [ "${plan:-x}" = "$((p + f))" ] && return  # its not-oks already count
+        FAIL=$((FAIL + 1))
+        echo "  $2: exit status $3, plan ${plan:-missing} for $((p + f)) results:"
+        tail -20 "$1"
+    fi
+}
 # count_plain FILE NAME: reads a closing "N passed, N failed" line.
 count_plain() {
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
@@ -40,7 +52,7 @@ for s in $SUITES; do
         for t in build/tests/test_*; do
             [ -x "$t" ] || continue
             "$t" > "$OUT/$(basename "$t").tap" 2>&1
-            count "$OUT/$(basename "$t").tap" "$(basename "$t")"
+            count_c "$OUT/$(basename "$t").tap" "$(basename "$t")" $?
         done ;;
     lua)
         echo "== Lua specs (busted)"
@@ -63,7 +75,7 @@ for s in $SUITES; do
             for t in build-asan/tests/test_*; do
                 [ -x "$t" ] || continue
                 "$t" > "$OUT/asan-$(basename "$t").tap" 2>&1
-                count "$OUT/asan-$(basename "$t").tap" "asan-$(basename "$t")"
+                count_c "$OUT/asan-$(basename "$t").tap" "asan-$(basename "$t")" $?
             done
         fi
         echo "== Integration specs ($tag)"
