@@ -517,8 +517,8 @@ static const lg_metrics_labels_t *http_labels(lg_req_t *r, logctx_t *lc)
     uintptr_t h = (uintptr_t)v[8] ^ (uintptr_t)v[4] ^ (uintptr_t)r->status * 31;
     hcache_t *e = (hcache_t *)w->hcache + (h >> 4) % HCACHE;
     if (e->gen == r->conf->generation && e->status == r->status && e->v[1] == v[1] &&
-        e->v[3] == v[3] && e->v[4] == v[4] && e->v[5] == v[5] && e->v[6] == v[6] &&
-        e->v[7] == v[7] && e->v[8] == v[8] && e->v[9] == v[9] && same_str(e->backend, v[0]) &&
+        e->v[4] == v[4] && e->v[5] == v[5] && e->v[6] == v[6] && e->v[7] == v[7] &&
+        e->v[8] == v[8] && e->v[9] == v[9] && same_str(e->backend, v[0]) &&
         same_str(e->method, v[2]))
         return &e->l;
     if (e->gen)
@@ -526,7 +526,7 @@ static const lg_metrics_labels_t *http_labels(lg_req_t *r, logctx_t *lc)
     e->gen = r->conf->generation;
     e->status = r->status;
     memcpy(e->v, v, sizeof(e->v));
-    e->v[3] = v[3]; /* (the status text is compared as the number) */
+    e->v[0] = e->v[2] = e->v[3] = NULL; /* compared by content, and as the number */
     snprintf(e->backend, sizeof(e->backend), "%s", v[0] ? v[0] : "");
     snprintf(e->method, sizeof(e->method), "%s", v[2] ? v[2] : "");
     lg_metrics_labels_init(&e->l, v, LG_METRICS_HTTP_NLABELS);
