@@ -240,19 +240,29 @@ static int is_hop_by_hop(const char *n, size_t l)
     }
 }
 
+/* The next token of a Connection value at *pp (separators: comma and OWS); its length in
+ * *len, 0 at the end. */
+static const char *conn_token(const char **pp, const char *end, size_t *len)
+{
+    const char *p = *pp;
+    while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
+        p++;
+    const char *s = p;
+    while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+        p++;
+    *pp = p;
+    *len = (size_t)(p - s);
+    return s;
+}
+
 /* Is `name` listed in a Connection header value (which names more hop-by-hop headers)? */
 static int in_connection_list(const char *conn, size_t clen, const char *n, size_t l)
 {
-    const char *p = conn, *end = conn + clen;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
-            p++;
-        const char *s = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-            p++;
-        if ((size_t)(p - s) == l && strncasecmp(s, n, l) == 0)
+    const char *p = conn, *end = conn + clen, *s;
+    size_t tl;
+    while ((s = conn_token(&p, end, &tl)), tl)
+        if (tl == l && strncasecmp(s, n, l) == 0)
             return 1;
-    }
     return 0;
 }
 
@@ -262,18 +272,12 @@ static const char *connection_list(const char *v, size_t len)
 {
     if (!v)
         return NULL;
-    const char *p = v, *end = v + len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ',' || *p == '\t'))
-            p++;
-        const char *s = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-            p++;
-        size_t l = (size_t)(p - s);
-        if (l && !(l == 10 && strncasecmp(s, "keep-alive", 10) == 0) &&
+    const char *p = v, *end = v + len, *s;
+    size_t l;
+    while ((s = conn_token(&p, end, &l)), l)
+        if (!(l == 10 && strncasecmp(s, "keep-alive", 10) == 0) &&
             !(l == 5 && strncasecmp(s, "close", 5) == 0))
             return v;
-    }
     return NULL;
 }
 
