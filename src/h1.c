@@ -237,11 +237,6 @@ static const struct {
 
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
 
-const char *lg_h1_method_str(int method)
-{
-    return (unsigned)method < NMETHODS ? methods[method].name : "<unknown>";
-}
-
 /* METHOD SP: exactly a name of HTTP_METHOD_MAP, case-sensitive. */
 static int parse_method(const char **pp, const char *end, lg_h1_head_t *h)
 {

@@ -108,7 +108,4 @@ ssize_t lg_h1_body_feed(lg_h1_body_t *b, const char *p, size_t len,
  * ("connection closed before the end of the body"). */
 void lg_h1_body_eof(lg_h1_body_t *b);
 
-/* The method's name, as http_method_str() ("GET"; "<unknown>" out of range). */
-const char *lg_h1_method_str(int method);
-
 #endif

@@ -44,7 +44,7 @@ struct lg_req {
     size_t matched_prefix_len;
     int method, vmajor, vminor, keepalive, has_cl, chunked_req;
     uint64_t content_length;
-    int head_done, body_done, too_large, dispatched;
+    int body_done, too_large, dispatched;
     struct evbuffer *body;
 
     /* changes made before forwarding (plugins, LLM layer) */

@@ -125,7 +125,9 @@ static void block_put(void *b)
     free(b);
 }
 
-void lg_span_pool_release(void)
+/* Frees the calling thread's blocks now (a thread's exit does it through the key's destructor,
+ * but the main thread never runs that). */
+static void pool_release(void)
 {
     pthread_once(&pool_once, pool_init);
     free_list(pthread_getspecific(pool_key));
@@ -142,7 +144,7 @@ static void pool_drain(void)
     atomic_store(&pool_n, 0);
     pthread_mutex_unlock(&pool_mu);
     free_list(b);
-    lg_span_pool_release();
+    pool_release();
 }
 
 lg_span_t *lg_span_new(void)

@@ -66,8 +66,6 @@ typedef struct lg_span {
  * never submitted. */
 lg_span_t *lg_span_new(void);
 void lg_span_free(lg_span_t *sp); /* NULL is a no-op */
-/* Frees the calling thread's recycled span blocks; a worker thread calls it on its way out. */
-void lg_span_pool_release(void);
 
 /* Copy `len` bytes of `name` / `msg` / `ts` (borrowed) into the span. */
 void lg_span_set_name(lg_span_t *sp, const char *name, size_t len);

@@ -759,7 +759,6 @@ static void process_input(lg_conn_t *c)
             r->has_cl = h.has_cl;
             r->content_length = h.content_length;
             r->chunked_req = h.chunked;
-            r->head_done = 1;
             lg_h1_body_init(&c->body, h.body_mode, h.content_length);
             r->body_done = h.body_mode == LG_H1_BODY_NONE;
             req_split(r);

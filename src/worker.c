@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "proxy.h"
-#include "otlp.h"
 #include "runtime.h"
 
 typedef struct pending_fd {
@@ -204,7 +203,6 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&w->mu);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     lg_proxy_close_all(w);
-    lg_span_pool_release();
     pthread_mutex_lock(&w->mu);
     w->stopped = 1;
     pthread_mutex_unlock(&w->mu);
