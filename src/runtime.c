@@ -505,11 +505,20 @@ static int same_str(const char *cached, const char *s)
     return s ? strcmp(cached, s) == 0 : cached[0] == '\0';
 }
 
+/* Copies s (NULL: "") into d when it fits; 0 when it does not. */
+static int fits_copy(char *d, size_t cap, const char *s)
+{
+    size_t l = s ? strlen(s) : 0;
+    if (l >= cap)
+        return 0;
+    memcpy(d, s ? s : "", l + 1);
+    return 1;
+}
+
 static const lg_metrics_labels_t *http_labels(lg_req_t *r, logctx_t *lc)
 {
     const char *const *v = lc->labels;
-    if (ncustom || !lc->fast || !r->conf || (v[0] && strlen(v[0]) >= 128) ||
-        (v[2] && strlen(v[2]) >= 24))
+    if (ncustom || !lc->fast || !r->conf)
         return NULL;
     lg_worker_t *w = r->w;
     if (!w->hcache)
@@ -523,12 +532,14 @@ static const lg_metrics_labels_t *http_labels(lg_req_t *r, logctx_t *lc)
         return &e->l;
     if (e->gen)
         lg_metrics_labels_dispose(&e->l);
+    e->gen = 0;
+    if (!fits_copy(e->backend, sizeof(e->backend), v[0]) ||
+        !fits_copy(e->method, sizeof(e->method), v[2]))
+        return NULL; /* too long to keep: built per request */
     e->gen = r->conf->generation;
     e->status = r->status;
     memcpy(e->v, v, sizeof(e->v));
     e->v[0] = e->v[2] = e->v[3] = NULL; /* compared by content, and as the number */
-    snprintf(e->backend, sizeof(e->backend), "%s", v[0] ? v[0] : "");
-    snprintf(e->method, sizeof(e->method), "%s", v[2] ? v[2] : "");
     lg_metrics_labels_init(&e->l, v, LG_METRICS_HTTP_NLABELS);
     return &e->l;
 }
@@ -765,15 +776,6 @@ typedef struct gcache {
     unsigned ready; /* bit t: usage[t] is built; bit 4: dur */
     lg_metrics_labels_t usage[4], dur;
 } gcache_t;
-
-static int fits_copy(char *d, size_t cap, const char *s)
-{
-    size_t l = s ? strlen(s) : 0;
-    if (l >= cap)
-        return 0;
-    memcpy(d, s ? s : "", l + 1);
-    return 1;
-}
 
 static gcache_t *genai_cache(lg_req_t *r, const char *const *gl)
 {
