@@ -3,7 +3,7 @@
  *
  * Plugin discovery, contract checks, schema validation and chain building are Lua
  * (lua/lunagate/pipeline.lua, plugins.lua, schema.lua); this file turns the chains into arrays
- * of registry refs and calls them directly, one protected call per plugin, so a no-op plugin
+ * of registry refs and calls them directly, one protected call per phase, so a no-op plugin
  * costs a few hundred nanoseconds.
  *
  * Every phase entry point runs its bookkeeping (ctx creation, string pushes, refs) inside an
@@ -15,10 +15,15 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifndef LG_HOME
 #define LG_HOME "."
@@ -51,17 +56,22 @@ typedef struct {
     int n[PH_N];
 } chain_t;
 
+#define CTX_POOL_MAX 64
+
 struct lg_luart {
     lua_State *L;
     lg_lapi_ctx_t actx;
     atomic_int refs;
     size_t mem_used, mem_limit;
     lua_Integer budget;
-    int budget_blown; /* set by the hook; pcall wrappers re-raise while it is set */
-    int exit_pending; /* set by lg_luart_lua_exit; same */
-    int exit_ref;     /* {status, body, headers} of the pending exit */
-    int config_ref;   /* the normalised config table */
-    int cur_plugin;   /* for ctx.plugin; -1 outside plugin calls */
+    int budget_blown;           /* set by the hook; pcall wrappers re-raise while it is set */
+    int exit_pending;           /* set by lg_luart_lua_exit; same */
+    int exit_ref;               /* {status, body, headers} of the pending exit */
+    int config_ref;             /* the normalised config table */
+    int cur_plugin;             /* for ctx.plugin; -1 outside plugin calls */
+    int ctx_pool[CTX_POOL_MAX]; /* refs of empty ctx tables from finished requests */
+    int nctx_pool;
+    const void *ctx_mt; /* the lunagate.ctx metatable */
     int nplugins;
     plugin_t *plugins;
     int nchains;
@@ -72,6 +82,15 @@ struct lg_luart {
     int default_chain;
     lg_luart_error_cb *on_error;
     void *on_error_arg;
+    /* the budget watchdog (see "Budget" below); in_call and armed are also read by the
+     * watchdog thread and written by the signal handler */
+    atomic_int in_call;   /* inside a budgeted call, on thread `tid` */
+    atomic_int armed;     /* the count hook is set for this call */
+    atomic_uint call_seq; /* bumped by every budgeted call */
+    unsigned seq;         /* this thread's copy of call_seq */
+    unsigned wd_seen;     /* watchdog: call_seq at its previous look */
+    pid_t tid;
+    lg_luart_t *wd_next;
 };
 
 static char exit_tag;   /* address used as the error value of lg.response.exit */
@@ -119,35 +138,189 @@ lg_luart_t *lg_luart_from_state(lua_State *L)
     return c ? c->owner : NULL;
 }
 
+/* The instruction budget is counted lazily. Lua's count hook makes the interpreter trap on
+ * every VM instruction, which costs more than a short plugin call itself; so budgeted calls
+ * start unhooked, and a watchdog thread looks at every runtime each WD_TICK_MS. A call it
+ * finds still running on two looks in a row has run for at least one tick: the watchdog
+ * signals its thread, whose handler sets the count hook (lua_sethook may be called from a
+ * signal handler; lua.c stops scripts on SIGINT the same way). From then on the call has
+ * `budget` instructions left. Coroutines created by plugins carry a cheap watch hook that
+ * switches to the budget once their call is armed, since a hook belongs to one Lua thread. */
+#define WD_TICK_MS     10
+#define WD_SIGNAL      SIGURG /* ignored by default, so a stray one is harmless */
+#define CO_WATCH_EVERY 1000
+
+static pthread_mutex_t wd_lock = PTHREAD_MUTEX_INITIALIZER;
+static lg_luart_t *wd_list;
+static int wd_running;
+static _Thread_local lg_luart_t *wd_self; /* the runtime of this thread's budgeted call */
+static _Thread_local pid_t wd_tid;
+
+static int budget_count(const lg_luart_t *rt)
+{
+    return rt->budget > 0x7fffffff ? 0x7fffffff : (int)rt->budget;
+}
+
+static int call_armed(const lg_luart_t *rt)
+{
+    return rt && atomic_load_explicit(&rt->in_call, memory_order_relaxed) &&
+           atomic_load_explicit(&rt->armed, memory_order_relaxed);
+}
+
+static void co_watch_hook(lua_State *L, lua_Debug *ar);
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     lg_luart_t *rt = lg_luart_from_state(L);
-    if (rt)
-        rt->budget_blown = 1;
+    if (!call_armed(rt)) { /* a coroutine's hook left over from an earlier call */
+        lua_sethook(L, co_watch_hook, LUA_MASKCOUNT, CO_WATCH_EVERY);
+        return;
+    }
+    rt->budget_blown = 1;
     /* keep firing soon, in case the plugin catches the error with pcall in a loop */
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
     /* luaL_where does not see through a hook: name the running function's position */
     lua_Debug d;
     if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
         luaL_error(L, "%s:%d: instruction budget exceeded (%I instructions)", d.short_src,
-                   d.currentline, rt ? rt->budget : (lua_Integer)0);
-    luaL_error(L, "instruction budget exceeded (%I instructions)",
-               rt ? rt->budget : (lua_Integer)0);
+                   d.currentline, rt->budget);
+    luaL_error(L, "instruction budget exceeded (%I instructions)", rt->budget);
+}
+
+/* A plugin's coroutine: every CO_WATCH_EVERY instructions, look whether its call is armed. */
+static void co_watch_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lg_luart_t *rt = lg_luart_from_state(L);
+    if (call_armed(rt))
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, budget_count(rt));
+}
+
+static void wd_signal(int sig)
+{
+    (void)sig;
+    lg_luart_t *rt = wd_self;
+    if (!rt || !atomic_load_explicit(&rt->in_call, memory_order_relaxed) ||
+        atomic_load_explicit(&rt->armed, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&rt->armed, 1, memory_order_relaxed);
+    lua_sethook(rt->L, budget_hook, LUA_MASKCOUNT, budget_count(rt));
+}
+
+static void *wd_main(void *arg)
+{
+    (void)arg;
+    struct timespec tick = {0, WD_TICK_MS * 1000000L};
+    for (;;) {
+        nanosleep(&tick, NULL);
+        pthread_mutex_lock(&wd_lock);
+        for (lg_luart_t *rt = wd_list; rt; rt = rt->wd_next) {
+            if (!atomic_load_explicit(&rt->in_call, memory_order_acquire)) {
+                rt->wd_seen = 0;
+                continue;
+            }
+            unsigned seq = atomic_load_explicit(&rt->call_seq, memory_order_relaxed);
+            if (seq == rt->wd_seen && !atomic_load_explicit(&rt->armed, memory_order_relaxed))
+                syscall(SYS_tgkill, getpid(), rt->tid, WD_SIGNAL);
+            rt->wd_seen = seq;
+        }
+        pthread_mutex_unlock(&wd_lock);
+    }
+    return NULL;
+}
+
+/* Puts rt under the watchdog, starting it (and the signal handler) the first time. */
+static void wd_add(lg_luart_t *rt)
+{
+    pthread_mutex_lock(&wd_lock);
+    if (!wd_running) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = wd_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(WD_SIGNAL, &sa, NULL);
+        /* the watchdog itself never runs Lua: it takes no signals */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        pthread_t t;
+        if (pthread_create(&t, NULL, wd_main, NULL) == 0) {
+            pthread_detach(t);
+            wd_running = 1;
+        } else {
+            lg_log(LG_LOG_ERR, "lua",
+                   "cannot start the budget watchdog: instruction budgets "
+                   "are not enforced");
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    rt->wd_next = wd_list;
+    wd_list = rt;
+    pthread_mutex_unlock(&wd_lock);
+}
+
+static void wd_remove(lg_luart_t *rt)
+{
+    pthread_mutex_lock(&wd_lock);
+    for (lg_luart_t **p = &wd_list; *p; p = &(*p)->wd_next)
+        if (*p == rt) {
+            *p = rt->wd_next;
+            break;
+        }
+    pthread_mutex_unlock(&wd_lock);
 }
 
 static void budget_arm(lg_luart_t *rt)
 {
     rt->budget_blown = 0;
-    if (rt->budget > 0)
-        lua_sethook(rt->L, budget_hook, LUA_MASKCOUNT,
-                    rt->budget > 0x7fffffff ? 0x7fffffff : (int)rt->budget);
+    if (rt->budget <= 0)
+        return;
+    if (!wd_tid) {
+        wd_tid = (pid_t)syscall(SYS_gettid);
+        sigset_t s; /* budgeted calls need the watchdog's signal */
+        sigemptyset(&s);
+        sigaddset(&s, WD_SIGNAL);
+        pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+    }
+    rt->tid = wd_tid;
+    wd_self = rt;
+    atomic_store_explicit(&rt->armed, 0, memory_order_relaxed);
+    atomic_store_explicit(&rt->call_seq, ++rt->seq, memory_order_relaxed);
+    atomic_store_explicit(&rt->in_call, 1, memory_order_release);
 }
 
 static void budget_disarm(lg_luart_t *rt)
 {
-    lua_sethook(rt->L, NULL, 0, 0);
     rt->budget_blown = 0;
+    if (rt->budget <= 0)
+        return;
+    atomic_store_explicit(&rt->in_call, 0, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* the handler now leaves us alone */
+    if (atomic_load_explicit(&rt->armed, memory_order_relaxed)) {
+        lua_sethook(rt->L, NULL, 0, 0);
+        atomic_store_explicit(&rt->armed, 0, memory_order_relaxed);
+    }
+}
+
+/* coroutine.create and coroutine.wrap for plugins: the new coroutine gets the watch hook
+ * when it is made under a budget (plugin code; our own glue runs without one). */
+static int watched_coroutine(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    lg_luart_t *rt = lg_luart_from_state(L);
+    lua_State *co = lua_tothread(L, -1);
+    if (!co && lua_getupvalue(L, -1, 1)) { /* coroutine.wrap: the thread is its upvalue */
+        co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    }
+    if (co && rt && atomic_load_explicit(&rt->in_call, memory_order_relaxed))
+        lua_sethook(co, call_armed(rt) ? budget_hook : co_watch_hook, LUA_MASKCOUNT,
+                    call_armed(rt) ? budget_count(rt) : CO_WATCH_EVERY);
+    return 1;
 }
 
 static int msgh(lua_State *L)
@@ -302,6 +475,7 @@ static int ctx_index(lua_State *L)
     lg_luart_t *rt = lg_luart_from_state(L);
     if (!k || strcmp(k, "plugin") != 0 || !rt || rt->cur_plugin < 0)
         return 0;
+    int cur = rt->cur_plugin;
     lua_pushlightuserdata(L, &states_key);
     if (lua_rawget(L, 1) != LUA_TTABLE) { /* ctx k states? */
         lua_pop(L, 1);
@@ -310,11 +484,11 @@ static int ctx_index(lua_State *L)
         lua_pushvalue(L, -2);
         lua_rawset(L, 1); /* ctx k states */
     }
-    if (lua_rawgeti(L, -1, rt->cur_plugin + 1) != LUA_TTABLE) { /* ctx k states st? */
+    if (lua_rawgeti(L, -1, cur + 1) != LUA_TTABLE) { /* ctx k states st? */
         lua_pop(L, 1);
         lua_newtable(L);
         lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, rt->cur_plugin + 1); /* ctx k states st */
+        lua_rawseti(L, -3, cur + 1); /* ctx k states st */
     }
     return 1;
 }
@@ -466,9 +640,35 @@ typedef struct {
     int rc;
 } run_t;
 
+/* A finished request's ctx goes back to the pool when no plugin wrote to it and its
+ * metatable is ours; otherwise it is released to the collector. */
+static void ctx_release(lg_luart_t *rt, int ref)
+{
+    lua_State *L = rt->L;
+    if (ref == LUA_NOREF || ref == LUA_REFNIL)
+        return;
+    if (rt->nctx_pool < CTX_POOL_MAX) {
+        int top = lua_gettop(L);
+        int reuse = lua_rawgeti(L, LUA_REGISTRYINDEX, ref) == LUA_TTABLE &&
+                    lua_getmetatable(L, -1) && lua_topointer(L, -1) == rt->ctx_mt;
+        if (reuse) {
+            lua_pushnil(L);               /* ctx mt nil */
+            reuse = lua_next(L, -3) == 0; /* an empty table has no first key */
+        }
+        lua_settop(L, top);
+        if (reuse) {
+            rt->ctx_pool[rt->nctx_pool++] = ref;
+            return;
+        }
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
 static void push_ctx(lg_luart_t *rt)
 {
     lua_State *L = rt->L;
+    if (rt->actx.ctx_ref == LUA_NOREF && rt->nctx_pool > 0)
+        rt->actx.ctx_ref = rt->ctx_pool[--rt->nctx_pool];
     if (rt->actx.ctx_ref == LUA_NOREF) {
         lua_newtable(L);
         luaL_setmetatable(L, "lunagate.ctx");
@@ -481,7 +681,9 @@ static void push_ctx(lg_luart_t *rt)
 
 /* Runs the plugins of one phase inside a single protected call: a plugin call is a plain
  * lua_call, and rt->cur_plugin says whose error it was when the protected call fails. One
- * pcall per phase instead of one per plugin keeps no-op plugins cheap. */
+ * pcall per phase instead of one per plugin keeps no-op plugins cheap. (A driver written in
+ * Lua was tried: in Lua 5.4 a Lua-to-Lua call plus the loop around it costs as much as
+ * lua_call from here.) */
 static int driver(lua_State *L)
 {
     run_t *r = lua_touserdata(L, 1);
@@ -532,7 +734,9 @@ static int driver(lua_State *L)
         }
         if (body && nres > 0) {
             int t = lua_type(L, base + 1);
-            if (t == LUA_TSTRING && lua_rawlen(L, base + 1) > 0) {
+            if (!dropped && lua_rawequal(L, base + 1, 2)) {
+                /* the chunk it was given: unchanged */
+            } else if (t == LUA_TSTRING && lua_rawlen(L, base + 1) > 0) {
                 lua_pushvalue(L, base + 1);
                 lua_replace(L, 2);
                 changed = 1;
@@ -545,7 +749,8 @@ static int driver(lua_State *L)
                            luaL_typename(L, base + 1));
             }
         }
-        lua_settop(L, base);
+        if (lua_gettop(L) != base)
+            lua_settop(L, base);
         rt->cur_plugin = -1;
     }
     rt->actx.plugin = NULL;
@@ -683,7 +888,7 @@ void lg_luart_req_init(lg_luart_req_t *lr, void *req)
 void lg_luart_req_end(lg_luart_t *rt, lg_luart_req_t *lr)
 {
     /* luaL_unref writes into existing registry slots: it cannot fail */
-    luaL_unref(rt->L, LUA_REGISTRYINDEX, lr->ctx_ref);
+    ctx_release(rt, lr->ctx_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, lr->rec_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, lr->out_ref);
     lg_luart_req_init(lr, NULL);
@@ -856,12 +1061,19 @@ static int setup(lua_State *L)
     wrap_global(L, -1, "xpcall");
     lua_getfield(L, -1, "coroutine");
     wrap_global(L, -1, "resume");
+    for (int i = 0; i < 2; i++) {
+        const char *name = i ? "wrap" : "create";
+        lua_getfield(L, -1, name);
+        lua_pushcclosure(L, watched_coroutine, 1);
+        lua_setfield(L, -2, name);
+    }
     lua_pop(L, 2);
 
     if (luaL_newmetatable(L, "lunagate.ctx")) { /* mt */
         lua_pushcfunction(L, ctx_index);
         lua_setfield(L, -2, "__index");
     }
+    rt->ctx_mt = lua_topointer(L, -1);
     lua_pop(L, 1);
     lua_createtable(L, 3, 0); /* exit holder */
     rt->exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -987,6 +1199,7 @@ lg_luart_t *lg_luart_new(const lg_luart_opts_t *opts, lg_err_t *err)
         return NULL;
     }
     lua_atpanic(rt->L, panic);
+    wd_add(rt);
     rt->actx.phase = LG_PHASE_LOAD;
     rt->actx.ctx_ref = LUA_NOREF;
     rt->actx.rec_ref = LUA_NOREF;
@@ -1040,8 +1253,10 @@ void lg_luart_free(lg_luart_t *rt)
 {
     if (!rt)
         return;
-    if (rt->L)
+    if (rt->L) {
+        wd_remove(rt);
         lua_close(rt->L);
+    }
     for (int i = 0; i < rt->nplugins; i++) {
         free(rt->plugins[i].name);
         free(rt->plugins[i].file);

@@ -12,7 +12,8 @@
  *
  * Every call into Lua runs under lua_pcall with a traceback handler, an instruction budget
  * (config.plugins.budget.instructions per phase call, shared by the phase's plugins; per call
- * for init_worker and lg_luart_pcall) and the state's memory limit
+ * for init_worker and lg_luart_pcall; counted once the call has run 10-20 ms, see luart.c)
+ * and the state's memory limit
  * (config.plugins.memoryLimit bytes). A failing plugin is logged once, by luart, as
  *     plugin=<name> phase=<phase>: <message> (traceback: ...)
  * counted, and reported to the caller as LG_ERR; the state stays usable. */
@@ -137,7 +138,7 @@ void lg_luart_log(lg_luart_t *rt, int chain, lg_luart_req_t *lr);
 int lg_luart_pcall(lg_luart_t *rt, int nargs, int nresults, const char *what, lg_err_t *err);
 
 /* The same for the gateway's own Lua code (providers, telemetry), which runs no user plugin:
- * no instruction budget, whose count hook slows every VM instruction. The memory limit and
+ * no instruction budget (nor the watch hook on coroutines it makes). The memory limit and
  * the traceback still apply. */
 int lg_luart_pcall_trusted(lg_luart_t *rt, int nargs, int nresults, const char *what,
                            lg_err_t *err);

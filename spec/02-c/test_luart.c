@@ -189,12 +189,21 @@ int main(void)
                "  end,\n"
                "}\n");
     write_file("p_boom.lua",
+               "-- made at load, under the budget; loops forever once resumed again\n"
+               "local spin = coroutine.create(function() coroutine.yield(); while true do end "
+               "end)\n"
+               "coroutine.resume(spin)\n"
                "return { name = 'p_boom', version = '1.0.0', priority = 100,\n"
                "  schema = { fields = {} },\n"
                "  access = function(conf, ctx)\n"
                "    local p = ctx.path\n"
                "    if p == '/boom' then error('kaboom') end\n"
                "    if p == '/loop' then while true do end end\n"
+               "    if p == '/co-loop' then coroutine.resume(coroutine.create(function() "
+               "while true do end end)) end\n"
+               "    if p == '/wrap-loop' then coroutine.wrap(function() while true do end end)() "
+               "end\n"
+               "    if p == '/old-co' then coroutine.resume(spin) end\n"
                "    if p == '/pcall-loop' then while true do pcall(function() while true do end "
                "end) end end\n"
                "    if p == '/mem' then local t = {}; for i = 1, 1e9 do t[i] = string.rep('x', "
@@ -315,6 +324,23 @@ int main(void)
     ok(rc == LG_ERR, "pcall cannot swallow the budget error");
     lg_luart_req_end(rt, &lr);
 
+    /* a hook belongs to one Lua thread: loops inside coroutines are stopped too */
+    const char *co_paths[] = {"/co-loop", "/wrap-loop", "/old-co"};
+    for (int i = 0; i < 3; i++) {
+        logged[0] = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        rc = access_path(rt, r1, co_paths[i], &ex, &lr);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        ok(rc == LG_ERR && secs < 2.0 && strstr(logged, "instruction budget exceeded"),
+           "an endless loop in a coroutine (%s) is stopped by the budget (%.3fs)", co_paths[i],
+           secs);
+        lg_luart_req_end(rt, &lr);
+    }
+    rc = access_path(rt, r1, "/ok", &ex, &lr);
+    ok(rc == LG_OK, "the state serves the next request after a stopped coroutine");
+    lg_luart_req_end(rt, &lr);
+
     logged[0] = 0;
     rc = access_path(rt, r1, "/mem", &ex, &lr);
     ok(rc == LG_ERR && strstr(logged, "not enough memory"), "unbounded allocation hits the limit");
@@ -331,7 +357,7 @@ int main(void)
     rc = access_path(rt, r1, "/badret", &ex, &lr);
     ok(rc == LG_ERR && ex.body == NULL, "a bad access return value is the plugin's error");
     lg_luart_req_end(rt, &lr);
-    ok(errors_of(rt, "p_boom") == 6, "all p_boom failures counted (%lu)", errors_of(rt, "p_boom"));
+    ok(errors_of(rt, "p_boom") == 9, "all p_boom failures counted (%lu)", errors_of(rt, "p_boom"));
 
     lg_luart_req_init(&lr, (void *)"/ok");
     rc = lg_luart_body_filter(rt, r1, &lr, "explode", 7, 0, &out, &outlen);
@@ -468,6 +494,50 @@ int main(void)
                strstr(err.msg, "config.plugins.global[0].config.tag: expected a string"),
            "YAML plugin config error: %s", err.msg);
         lg_luart_free(yrt);
+    }
+
+    /* ---- an empty ctx is reused; a written one is not, and nothing leaks ---- */
+    {
+        write_file("p_ctx.lua",
+                   "return { name = 'p_ctx', version = '1.0.0', priority = 10,\n"
+                   "  schema = { fields = {} },\n"
+                   "  access = function(conf, ctx)\n"
+                   "    local p = fake_path()\n"
+                   "    if ctx.mark ~= nil then error('ctx leaked from an earlier request') end\n"
+                   "    IDS = (IDS or '') .. (p == '/write' and 'w' or '') .. string.format('%p', "
+                   "ctx) .. ' '\n"
+                   "    if p == '/write' then ctx.mark = 1 end\n"
+                   "  end,\n"
+                   "}\n");
+        char c2[1024];
+        snprintf(c2, sizeof(c2),
+                 "return { config = { plugins = { paths = { '%s' } } },\n"
+                 "  binds = { { key = 'b', listeners = { { key = 'l', routes = {\n"
+                 "    { key = 'default/c', policies = { plugins = { { name = 'p_ctx' } } } } } "
+                 "} } } } }\n",
+                 dir);
+        lg_luart_t *crt = make_rt(c2, &err);
+        ok(crt != NULL, "ctx runtime builds");
+        if (crt) {
+            lua_pushcfunction(lg_luart_state(crt), fake_path);
+            lua_setglobal(lg_luart_state(crt), "fake_path");
+            int cc = lg_luart_chain(crt, "default/c");
+            const char *paths[] = {"/a", "/b", "/write", "/c"};
+            int all_ok = 1;
+            for (int i = 0; i < 4; i++) {
+                lg_luart_req_init(&lr, (void *)paths[i]);
+                all_ok &= lg_luart_access(crt, cc, &lr, &ex) == LG_OK;
+                lg_luart_req_end(crt, &lr);
+            }
+            char ids[4][64] = {{0}};
+            global_str(crt, "IDS", buf, sizeof(buf));
+            int n = sscanf(buf, "%63s %63s %63s %63s", ids[0], ids[1], ids[2], ids[3]);
+            ok(all_ok && n == 4, "no request saw another request's ctx field (%s)", buf);
+            ok(n == 4 && !strcmp(ids[0], ids[1]) && !strcmp(ids[2] + 1, ids[1]),
+               "an empty ctx is handed to the next request");
+            ok(n == 4 && strcmp(ids[3], ids[2] + 1) != 0, "a written ctx is not reused");
+        }
+        lg_luart_free(crt);
     }
 
     /* ---- the shipped example loads ---- */
