@@ -5,6 +5,8 @@
 #include "common.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -15,10 +17,24 @@
 /* xoshiro256** (Blackman & Vigna): 256 bits of state, seeded from the kernel CSPRNG. */
 typedef struct {
     uint64_t s[4];
-    pid_t pid; /* reseed in a forked child so parent and child never share a stream */
+    unsigned gen; /* fork_gen when seeded: a forked child reseeds, so the streams differ */
 } rng_t;
 
 static _Thread_local rng_t rng;
+/* Bumped in every forked child (pthread_atfork), starting at 1 so a zeroed rng_t reseeds.
+ * Asking getpid() instead would be a system call per id: glibc no longer caches the pid. */
+static atomic_uint fork_gen = 1;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void in_child(void)
+{
+    atomic_fetch_add(&fork_gen, 1);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, in_child);
+}
 
 static uint64_t rotl(uint64_t x, int k)
 {
@@ -56,7 +72,8 @@ static void rng_seed(rng_t *r)
     }
     if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0)
         r->s[0] = 1; /* the all-zero state is the one fixed point */
-    r->pid = getpid();
+    pthread_once(&atfork_once, register_atfork);
+    r->gen = atomic_load(&fork_gen);
 }
 
 static uint64_t rng_next(void)
@@ -64,7 +81,7 @@ static uint64_t rng_next(void)
     rng_t *r = &rng;
     uint64_t *s = r->s;
 
-    if (r->pid == 0 || r->pid != getpid())
+    if (r->gen != atomic_load_explicit(&fork_gen, memory_order_relaxed))
         rng_seed(r);
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
@@ -123,14 +140,21 @@ void lg_span_id_new(uint8_t id[LG_SPAN_ID_LEN])
 
 /* ---- Hex ---- */
 
+/* "000102...ff": the two digits of every byte value, one copy per byte */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 size_t lg_trace_hex(const uint8_t *id, size_t n, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 0x0f];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * id[i], 2);
     out[2 * n] = '\0';
     return 2 * n;
 }

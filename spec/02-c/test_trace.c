@@ -5,6 +5,8 @@
 #include "../../src/trace.c"
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int parses(const char *s)
 {
@@ -140,6 +142,44 @@ int main(void)
            hits, n);
         ok(lg_trace_sample(NULL, 1.0, 0.0 / 0.0) == 0, "NaN probability never samples");
         ok(lg_trace_sample(NULL, 1.0, 7.0) == 1, "probability above 1 always samples");
+    }
+
+    /* ---- hex of every byte value ---- */
+    {
+        uint8_t all[256];
+        char got[513], want[513];
+        for (int i = 0; i < 256; i++) {
+            all[i] = (uint8_t)i;
+            snprintf(want + 2 * i, 3, "%02x", i);
+        }
+        ok(lg_trace_hex(all, 256, got) == 512 && strcmp(got, want) == 0,
+           "lg_trace_hex writes two lowercase digits per byte, all 256 values");
+    }
+
+    /* ---- a forked child does not repeat its parent's ids ---- */
+    {
+        uint8_t before[LG_TRACE_ID_LEN], mine[LG_TRACE_ID_LEN], theirs[LG_TRACE_ID_LEN];
+        lg_trace_id_new(before); /* the parent's generator is seeded before the fork */
+        int fds[2];
+        if (pipe(fds) == 0) {
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid == 0) {
+                lg_trace_id_new(theirs);
+                ssize_t w = write(fds[1], theirs, sizeof(theirs));
+                _exit(w == (ssize_t)sizeof(theirs) ? 0 : 1);
+            }
+            lg_trace_id_new(mine);
+            ssize_t got = read(fds[0], theirs, sizeof(theirs));
+            int status = 0;
+            waitpid(pid, &status, 0);
+            close(fds[0]);
+            close(fds[1]);
+            ok(pid > 0 && got == (ssize_t)sizeof(theirs) && memcmp(mine, theirs, sizeof(mine)) != 0,
+               "after fork, the child's next trace id differs from the parent's");
+        } else {
+            ok(0, "pipe for the fork check");
+        }
     }
     return test_done();
 }
