@@ -588,9 +588,8 @@ static uint8_t *kv_reserve(lg_span_t *sp, size_t n)
 
 /* Writes the Span.attributes entry head for `key` with an AnyValue of `avlen` bytes and
  * returns where those bytes go. */
-static uint8_t *kv_begin(lg_span_t *sp, const char *key, size_t avlen)
+static uint8_t *kv_begin_n(lg_span_t *sp, const char *key, size_t klen, size_t avlen)
 {
-    size_t klen = key ? strlen(key) : 0;
     size_t kvlen = (klen ? ldsize(klen) : 0) + ldsize(avlen);
     if (kvlen < 128 && klen) {                  /* the common case: every length fits one byte */
         uint8_t *p = kv_reserve(sp, 2 + kvlen); /* the whole entry, value included */
@@ -611,15 +610,46 @@ static uint8_t *kv_begin(lg_span_t *sp, const char *key, size_t avlen)
     return put_len(p, 2, avlen);
 }
 
+static uint8_t *kv_begin(lg_span_t *sp, const char *key, size_t avlen)
+{
+    return kv_begin_n(sp, key, key ? strlen(key) : 0, avlen);
+}
+
 void lg_span_attr_str(lg_span_t *sp, const char *key, const char *val, size_t len)
 {
     len = val ? strnlen(val, len) : 0;
     put_bytes(kv_begin(sp, key, ldsize(len)), 1, val ? val : "", len);
 }
 
+void lg_span_attr_strn(lg_span_t *sp, const char *key, size_t klen, const char *val, size_t len)
+{
+    if (klen && klen + len < 122) { /* every length fits one byte: write the entry at once */
+        uint8_t *p = kv_reserve(sp, 8 + klen + len);
+        p[0] = 9 << 3 | WT_LEN;
+        p[1] = (uint8_t)(6 + klen + len);
+        p[2] = 1 << 3 | WT_LEN;
+        p[3] = (uint8_t)klen;
+        memcpy(p + 4, key, klen);
+        p += 4 + klen;
+        p[0] = 2 << 3 | WT_LEN;
+        p[1] = (uint8_t)(2 + len);
+        p[2] = 1 << 3 | WT_LEN;
+        p[3] = (uint8_t)len;
+        if (len)
+            memcpy(p + 4, val, len);
+        return;
+    }
+    put_bytes(kv_begin_n(sp, key, klen, ldsize(len)), 1, len ? val : "", len);
+}
+
 void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v)
 {
-    uint8_t *p = kv_begin(sp, key, 1 + vsize((uint64_t)v));
+    lg_span_attr_intn(sp, key, key ? strlen(key) : 0, v);
+}
+
+void lg_span_attr_intn(lg_span_t *sp, const char *key, size_t klen, int64_t v)
+{
+    uint8_t *p = kv_begin_n(sp, key, klen, 1 + vsize((uint64_t)v));
     *p++ = 3 << 3 | WT_VARINT;
     put_varint(p, (uint64_t)v);
 }
@@ -723,8 +753,10 @@ static uint8_t *put_span(uint8_t *p, const lg_span_t *sp)
 
 /* Serializes spans[0..n) under `res` into a malloc'd buffer that starts with `prefix`
  * spare bytes (room for the gRPC frame header). Sets *len to the message length. */
+/* Encodes into *reuse when it is given (growing it to fit, *cap its size), else into a new
+ * buffer the caller frees. */
 static uint8_t *encode(const lg_span_t *res, lg_span_t *const *spans, size_t n, size_t prefix,
-                       size_t *len)
+                       size_t *len, uint8_t **reuse, size_t *cap)
 {
     size_t *sizes = lg_xmalloc((n ? n : 1) * sizeof(*sizes));
     size_t scope_n = str_size("lunagate") + str_size(LG_VERSION);
@@ -738,7 +770,12 @@ static uint8_t *encode(const lg_span_t *res, lg_span_t *const *spans, size_t n, 
     }
     rs_n = ldsize(res_n) + ldsize(ss_n);
     total = ldsize(rs_n);
-    buf = lg_xmalloc(prefix + total);
+    if (reuse && *cap < prefix + total) {
+        free(*reuse);
+        *reuse = lg_xmalloc(prefix + total);
+        *cap = prefix + total;
+    }
+    buf = reuse ? *reuse : lg_xmalloc(prefix + total);
     p = buf + prefix;
     p = put_len(p, 1, rs_n);  /* ExportTraceServiceRequest.resource_spans */
     p = put_len(p, 1, res_n); /* ResourceSpans.resource */
@@ -794,8 +831,12 @@ typedef struct {
     _Atomic int flush_ms;
 
     /* current export (exporter thread only) */
-    uint8_t *body; /* encoded batch, with the 5-byte prefix for gRPC */
+    uint8_t *body; /* encoded batch, with the 5-byte prefix for gRPC; NULL: none */
     size_t body_len;
+    /* where batches are encoded, kept between batches: a fresh buffer of a few hundred KiB
+     * per batch is an mmap and a page fault per 4 KiB */
+    uint8_t *buf;
+    size_t buf_cap;
     size_t body_spans;
     int busy;          /* easy handle is in the multi */
     int attempt;       /* failed attempts so far for `body` */
@@ -902,7 +943,7 @@ uint8_t *lg_otlp_encode(lg_span_t *const *spans, size_t n, size_t *len)
     lg_span_t *res = X ? NULL : resource_build(NULL);
     for (size_t i = 0; i < n; i++)
         span_finish(spans[i]);
-    uint8_t *buf = encode(X ? X->resource : res, spans, n, 0, len);
+    uint8_t *buf = encode(X ? X->resource : res, spans, n, 0, len, NULL, NULL);
     lg_span_free(res);
     return buf;
 }
@@ -1194,11 +1235,10 @@ static size_t take_batch(exporter_t *x, lg_span_t **batch)
         span_finish(batch[n++]);
     if (n == 0)
         return 0;
-    buf = encode(x->resource, batch, n, 5, &len);
+    buf = encode(x->resource, batch, n, 5, &len, &x->buf, &x->buf_cap);
     for (size_t i = 0; i < n; i++)
         lg_span_free(batch[i]);
     if (len > MAX_REQUEST) {
-        free(buf);
         atomic_fetch_add_explicit(&n_drop_export, n, memory_order_relaxed);
         lg_log(LG_LOG_WARN, "otlp", "dropped a batch of %zu spans: %zu bytes is over the limit", n,
                len);
@@ -1219,8 +1259,7 @@ static size_t take_batch(exporter_t *x, lg_span_t **batch)
 
 static void body_done(exporter_t *x)
 {
-    free(x->body);
-    x->body = NULL;
+    x->body = NULL; /* its memory stays x->buf, for the next batch */
     x->body_len = x->body_spans = 0;
     x->retry_at = 0;
 }
@@ -1440,7 +1479,7 @@ static void exporter_free(exporter_t *x)
     free(x->cells);
     free(x->url);
     free(x->log_url);
-    free(x->body);
+    free(x->buf);
     free(x->resp);
     free(x);
 }

@@ -80,6 +80,12 @@ void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v);
 void lg_span_attr_double(lg_span_t *sp, const char *key, double v);
 void lg_span_attr_bool(lg_span_t *sp, const char *key, int v);
 void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *vals, size_t n);
+/* The same with the key's length given and the string value taken as exactly `len` bytes
+ * (no NUL cut), for the gateway's own attributes; lg_span_lit_* take a literal key. */
+void lg_span_attr_strn(lg_span_t *sp, const char *key, size_t klen, const char *val, size_t len);
+void lg_span_attr_intn(lg_span_t *sp, const char *key, size_t klen, int64_t v);
+#define lg_span_lit_str(sp, key, val, len) lg_span_attr_strn(sp, "" key, sizeof(key) - 1, val, len)
+#define lg_span_lit_int(sp, key, v)        lg_span_attr_intn(sp, "" key, sizeof(key) - 1, v)
 void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n);
 
 size_t lg_span_attr_count(const lg_span_t *sp);

@@ -668,11 +668,11 @@ static void client_finish(lg_span_t *cs, void *arg)
     name[ml] = ' ';
     memcpy(name + ml + 1, c->endpoint, el);
     cs->name = name;
-    lg_span_attr_str(cs, "http.request.method", c->method, ml);
-    lg_span_attr_str(cs, "server.address", c->host, strlen(c->host));
-    lg_span_attr_int(cs, "server.port", c->port);
+    lg_span_lit_str(cs, "http.request.method", c->method, ml);
+    lg_span_lit_str(cs, "server.address", c->host, strlen(c->host));
+    lg_span_lit_int(cs, "server.port", c->port);
     if (c->status)
-        lg_span_attr_int(cs, "http.response.status_code", c->status);
+        lg_span_lit_int(cs, "http.response.status_code", c->status);
 }
 
 /* Sets the SERVER span's status, makes the CLIENT child for the upstream call and hands
@@ -1164,46 +1164,46 @@ static void plain_finish(lg_span_t *sp, void *arg)
     name[p->ml] = ' ';
     memcpy(name + p->ml + 1, p->path, p->pl);
     sp->name = name;
-    lg_span_attr_str(sp, "gateway", "default/default", 15);
+    lg_span_lit_str(sp, "gateway", "default/default", 15);
     if (p->listener)
-        lg_span_attr_str(sp, "listener", p->listener, strlen(p->listener));
+        lg_span_lit_str(sp, "listener", p->listener, strlen(p->listener));
     if (p->route)
-        lg_span_attr_str(sp, "route", p->route, strlen(p->route));
+        lg_span_lit_str(sp, "route", p->route, strlen(p->route));
     if (p->endpoint)
-        lg_span_attr_str(sp, "endpoint", p->endpoint, strlen(p->endpoint));
-    lg_span_attr_str(sp, "src.addr", p->src, strlen(p->src));
-    lg_span_attr_str(sp, "http.method", p->method, p->ml);
+        lg_span_lit_str(sp, "endpoint", p->endpoint, strlen(p->endpoint));
+    lg_span_lit_str(sp, "src.addr", p->src, strlen(p->src));
+    lg_span_lit_str(sp, "http.method", p->method, p->ml);
     if (p->host)
-        lg_span_attr_str(sp, "http.host", p->host, p->hl);
+        lg_span_lit_str(sp, "http.host", p->host, p->hl);
     if (p->has_path) {
         char stack[512];
         lbuf_t b = {stack, 0, sizeof(stack), stack};
         redact_into(&b, p->path, p->pl, p->query, p->ql);
-        lg_span_attr_str(sp, "http.path", b.p, b.n);
+        lg_span_lit_str(sp, "http.path", b.p, b.n);
         if (b.p != stack)
             free(b.p);
     }
     const char *version = p->http10 ? "HTTP/1.0" : "HTTP/1.1";
-    lg_span_attr_str(sp, "http.version", version, 8);
+    lg_span_lit_str(sp, "http.version", version, 8);
     if (p->status)
-        lg_span_attr_int(sp, "http.status", p->status);
+        lg_span_lit_int(sp, "http.status", p->status);
     char hex[33];
     lg_trace_hex(sp->trace_id, 16, hex);
-    lg_span_attr_str(sp, "trace.id", hex, 32);
+    lg_span_lit_str(sp, "trace.id", hex, 32);
     lg_trace_hex(sp->span_id, 8, hex);
-    lg_span_attr_str(sp, "span.id", hex, 16);
-    lg_span_attr_str(sp, "protocol", "http", 4);
+    lg_span_lit_str(sp, "span.id", hex, 16);
+    lg_span_lit_str(sp, "protocol", "http", 4);
     if (p->retry)
-        lg_span_attr_int(sp, "retry.attempt", p->retry);
+        lg_span_lit_int(sp, "retry.attempt", p->retry);
     if (p->reason && strcmp(p->reason, "Upstream") != 0)
-        lg_span_attr_str(sp, "reason", p->reason, strlen(p->reason));
-    lg_span_attr_str(sp, "url.scheme", "http", 4);
-    lg_span_attr_str(sp, "network.protocol.version", version + 5, 3);
+        lg_span_lit_str(sp, "reason", p->reason, strlen(p->reason));
+    lg_span_lit_str(sp, "url.scheme", "http", 4);
+    lg_span_lit_str(sp, "network.protocol.version", version + 5, 3);
     if (p->status >= 500) {
         char num[24];
-        lg_span_attr_str(sp, "error.type", num, lg_utoa((uint64_t)p->status, num));
+        lg_span_lit_str(sp, "error.type", num, lg_utoa((uint64_t)p->status, num));
     } else if (p->error) {
-        lg_span_attr_str(sp, "error.type", "_OTHER", 6);
+        lg_span_lit_str(sp, "error.type", "_OTHER", 6);
     }
 }
 

@@ -342,6 +342,16 @@ int main(void)
             snprintf(k, sizeof(k), "filler.%d", i);
             lg_span_attr_str(sp, k, "0123456789012345678901234567890123456789", 40);
         }
+        /* the literal-key writers: one-byte lengths up to 121 key+value bytes, then the
+         * general path */
+        char big[300];
+        memset(big, 'v', sizeof(big));
+        lg_span_lit_str(sp, "lit.short", "abc", 3);
+        lg_span_lit_str(sp, "lit.empty", NULL, 0);
+        lg_span_lit_str(sp, "lit.edge1", big, 112); /* 9 + 112 = 121 */
+        lg_span_lit_str(sp, "lit.edge2", big, 113); /* 122 */
+        lg_span_lit_str(sp, "lit.long", big, sizeof(big));
+        lg_span_lit_int(sp, "lit.int", -5);
         lg_span_set_status(sp, LG_SPAN_STATUS_ERROR, "upstream timed out", 18);
         lg_span_set_trace_state(sp, "rojo=00f067aa0ba902b7", 21);
         memcpy(child->trace_id, sp->trace_id, 16);
@@ -384,8 +394,22 @@ int main(void)
                strcmp(s->status->message, "upstream timed out") == 0,
            "error status with message");
         ok(c->status == NULL, "unset status omitted");
-        ok(s->n_attributes == 9 + 60, "attribute count %zu", s->n_attributes);
+        ok(s->n_attributes == 9 + 60 + 6, "attribute count %zu", s->n_attributes);
         const kv_t *a;
+        a = find_attr(s->attributes, s->n_attributes, "lit.short");
+        ok(has_case(a, 1) && strcmp(a->value->string_value, "abc") == 0, "literal-key string");
+        a = find_attr(s->attributes, s->n_attributes, "lit.empty");
+        ok(has_case(a, 1) && a->value->string_value[0] == '\0', "literal-key empty string");
+        static const char *const edges[] = {"lit.edge1", "lit.edge2", "lit.long"};
+        static const size_t edge_len[] = {112, 113, 300};
+        for (int e = 0; e < 3; e++) {
+            a = find_attr(s->attributes, s->n_attributes, edges[e]);
+            ok(has_case(a, 1) && strlen(a->value->string_value) == edge_len[e] &&
+                   strspn(a->value->string_value, "v") == edge_len[e],
+               "literal-key string of %zu bytes", edge_len[e]);
+        }
+        a = find_attr(s->attributes, s->n_attributes, "lit.int");
+        ok(has_case(a, 3) && a->value->int_value == -5, "literal-key int");
         a = find_attr(s->attributes, s->n_attributes, "gen_ai.request.model");
         ok(has_case(a, 1) && strcmp(a->value->string_value, "gpt-4o-mini") == 0, "string attr");
         a = find_attr(s->attributes, s->n_attributes, "gen_ai.usage.input_tokens");
@@ -446,14 +470,22 @@ int main(void)
             lg_span_attr_str(sp[5], k,
                              "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv", 59);
         }
+        uint8_t *keep = NULL; /* the exporter's reused buffer, grown as n grows */
+        size_t keep_cap = 0;
         for (size_t n = 0; n <= 6; n++) {
-            size_t la, lb;
-            uint8_t *a = encode(res, sp, n, 3, &la), *b = ref_encode(res, sp, n, 3, &lb);
-            ok(la == lb && memcmp(a + 3, b + 3, la) == 0,
-               "encode matches protobuf-c for %zu spans (%zu vs %zu bytes)", n, la, lb);
+            size_t la, lb, lk;
+            uint8_t *a = encode(res, sp, n, 3, &la, NULL, NULL),
+                    *b = ref_encode(res, sp, n, 3, &lb);
+            uint8_t *k = encode(res, sp, n, 3, &lk, &keep, &keep_cap);
+            ok(la == lb && memcmp(a + 3, b + 3, la) == 0 && k == keep && lk == lb &&
+                   memcmp(k + 3, b + 3, lk) == 0,
+               "encode matches protobuf-c for %zu spans (%zu vs %zu bytes), fresh and reused "
+               "buffer",
+               n, la, lb);
             free(a);
             free(b);
         }
+        free(keep);
         for (int i = 0; i < 6; i++)
             lg_span_free(sp[i]);
         lg_span_free(res);
