@@ -63,8 +63,10 @@ static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static void *pool_head;       /* blocks, linked through their first word */
 static _Atomic size_t pool_n; /* blocks in pool_head: a hint read without the lock */
 static _Atomic int pooling;   /* set while the exporter runs */
-/* Each thread's own blocks hang off a key whose destructor frees them when the thread ends,
- * whoever made the thread. */
+/* Each thread's own blocks: a thread-local list, registered once with a key whose destructor
+ * frees them when the thread ends, whoever made the thread. */
+static _Thread_local void *my_blocks;
+static _Thread_local int my_keyed;
 static pthread_key_t pool_key;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
@@ -83,30 +85,40 @@ static void free_list(void *b)
     }
 }
 
+/* The key's destructor: its value is the exiting thread's &my_blocks (thread-local storage
+ * outlives the destructors). */
+static void free_mine(void *head)
+{
+    free_list(*(void **)head);
+    *(void **)head = NULL;
+}
+
 static void pool_init(void)
 {
-    pthread_key_create(&pool_key, free_list);
+    pthread_key_create(&pool_key, free_mine);
 }
 
 static void *block_get(void)
 {
     void *b = NULL;
     if (atomic_load_explicit(&pooling, memory_order_relaxed)) {
-        pthread_once(&pool_once, pool_init);
-        b = pthread_getspecific(pool_key);
+        b = my_blocks;
         if (!b && atomic_load_explicit(&pool_n, memory_order_relaxed) > 0) {
             pthread_mutex_lock(&pool_mu);
             b = pool_head;
             pool_head = NULL;
             atomic_store_explicit(&pool_n, 0, memory_order_relaxed);
             pthread_mutex_unlock(&pool_mu);
+            if (b && !my_keyed) {
+                pthread_once(&pool_once, pool_init);
+                pthread_setspecific(pool_key, &my_blocks);
+                my_keyed = 1;
+            }
         }
     }
     if (!b)
         return lg_xmalloc(block_size());
-    void *next;
-    memcpy(&next, b, sizeof(void *));
-    pthread_setspecific(pool_key, next);
+    memcpy(&my_blocks, b, sizeof(void *));
     return b;
 }
 
@@ -129,9 +141,8 @@ static void block_put(void *b)
  * but the main thread never runs that). */
 static void pool_release(void)
 {
-    pthread_once(&pool_once, pool_init);
-    free_list(pthread_getspecific(pool_key));
-    pthread_setspecific(pool_key, NULL);
+    free_list(my_blocks);
+    my_blocks = NULL;
 }
 
 /* After the exporter stopped: nothing pools any more; the shared list is freed. */

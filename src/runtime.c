@@ -652,24 +652,35 @@ static lg_span_t *span_begin(lg_req_t *r)
     return sp;
 }
 
+/* Copies n bytes of s and a NUL to *at, and moves *at past them. */
+static const char *pack(char **at, const char *s, size_t n)
+{
+    char *d = *at;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    *at = d + n + 1;
+    return d;
+}
+
 /* What the CLIENT span of an upstream call is made of, copied into the span: its name and
  * attributes are written on the exporter thread (lg_span_defer), off the request path. */
 typedef struct {
     const char *method, *endpoint, *host;
+    size_t ml, el, hl; /* their lengths */
     int port, status;
 } client_rec_t;
 
 static void client_finish(lg_span_t *cs, void *arg)
 {
     const client_rec_t *c = arg;
-    size_t ml = strlen(c->method), el = strlen(c->endpoint);
+    size_t ml = c->ml, el = c->el;
     char *name = lg_span_copy(cs, NULL, ml + 1 + el); /* "<METHOD> <host:port>" */
     memcpy(name, c->method, ml);
     name[ml] = ' ';
     memcpy(name + ml + 1, c->endpoint, el);
     cs->name = name;
     lg_span_lit_str(cs, "http.request.method", c->method, ml);
-    lg_span_lit_str(cs, "server.address", c->host, strlen(c->host));
+    lg_span_lit_str(cs, "server.address", c->host, c->hl);
     lg_span_lit_int(cs, "server.port", c->port);
     if (c->status)
         lg_span_lit_int(cs, "http.response.status_code", c->status);
@@ -696,9 +707,13 @@ static void span_end(lg_req_t *r, lg_span_t *sp)
         cs->flags = LG_SPAN_FLAG_HAS_IS_REMOTE | r->trace_flags;
         const char *m = r->up_method ? r->up_method : http_method_str(r->method);
         client_rec_t *c = lg_span_defer(cs, client_finish, sizeof(*c));
-        c->method = lg_span_copy(cs, m, strlen(m));
-        c->endpoint = lg_span_copy(cs, r->backend->name, strlen(r->backend->name));
-        c->host = lg_span_copy(cs, r->backend->host, strlen(r->backend->host));
+        c->ml = strlen(m);
+        c->el = strlen(r->backend->name);
+        c->hl = strlen(r->backend->host);
+        char *at = lg_span_copy(cs, NULL, c->ml + c->el + c->hl + 3);
+        c->method = pack(&at, m, c->ml);
+        c->endpoint = pack(&at, r->backend->name, c->el);
+        c->host = pack(&at, r->backend->host, c->hl);
         c->port = r->backend->port;
         c->status = r->status;
         if (r->status >= 500 || (r->error && !r->resp_done)) {
@@ -1152,7 +1167,7 @@ static void lb_path(lbuf_t *b, lg_req_t *r, int json, int escape)
  * exporter thread. */
 typedef struct {
     const char *method, *host, *path, *query, *src, *listener, *route, *endpoint, *reason;
-    size_t ml, hl, pl, ql;
+    size_t ml, hl, pl, ql, sl, ll, rl, el, rsl; /* their lengths */
     int status, retry, http10, error, has_path;
 } plain_rec_t;
 
@@ -1166,12 +1181,12 @@ static void plain_finish(lg_span_t *sp, void *arg)
     sp->name = name;
     lg_span_lit_str(sp, "gateway", "default/default", 15);
     if (p->listener)
-        lg_span_lit_str(sp, "listener", p->listener, strlen(p->listener));
+        lg_span_lit_str(sp, "listener", p->listener, p->ll);
     if (p->route)
-        lg_span_lit_str(sp, "route", p->route, strlen(p->route));
+        lg_span_lit_str(sp, "route", p->route, p->rl);
     if (p->endpoint)
-        lg_span_lit_str(sp, "endpoint", p->endpoint, strlen(p->endpoint));
-    lg_span_lit_str(sp, "src.addr", p->src, strlen(p->src));
+        lg_span_lit_str(sp, "endpoint", p->endpoint, p->el);
+    lg_span_lit_str(sp, "src.addr", p->src ? p->src : "", p->sl);
     lg_span_lit_str(sp, "http.method", p->method, p->ml);
     if (p->host)
         lg_span_lit_str(sp, "http.host", p->host, p->hl);
@@ -1196,7 +1211,7 @@ static void plain_finish(lg_span_t *sp, void *arg)
     if (p->retry)
         lg_span_lit_int(sp, "retry.attempt", p->retry);
     if (p->reason && strcmp(p->reason, "Upstream") != 0)
-        lg_span_lit_str(sp, "reason", p->reason, strlen(p->reason));
+        lg_span_lit_str(sp, "reason", p->reason, p->rsl);
     lg_span_lit_str(sp, "url.scheme", "http", 4);
     lg_span_lit_str(sp, "network.protocol.version", version + 5, 3);
     if (p->status >= 500) {
@@ -1207,38 +1222,36 @@ static void plain_finish(lg_span_t *sp, void *arg)
     }
 }
 
-static const char *span_strdup(lg_span_t *sp, const char *s)
-{
-    return s ? lg_span_copy(sp, s, strlen(s)) : NULL;
-}
-
 static void plain_span(lg_req_t *r)
 {
     lg_span_t *sp = span_begin(r);
     plain_rec_t *p = lg_span_defer(sp, plain_finish, sizeof(*p));
     const char *method = r->up_method ? r->up_method : http_method_str(r->method);
+    const char *listener = r->listener ? r->listener->name : NULL;
+    const char *route = r->route ? r->route->key : NULL;
+    const char *endpoint = r->backend ? r->backend->name : NULL;
     p->ml = strlen(method);
-    p->method = lg_span_copy(sp, method, p->ml);
-    if (r->host) {
-        p->host = lg_span_copy(sp, r->host, r->host_len);
-        p->hl = r->host_len;
-    }
-    if (r->path) {
-        p->path = lg_span_copy(sp, r->path, r->path_len);
-        p->pl = r->path_len;
-        p->has_path = 1;
-    } else {
-        p->path = "";
-    }
-    if (r->query) {
-        p->query = lg_span_copy(sp, r->query, r->query_len);
-        p->ql = r->query_len;
-    }
-    p->src = span_strdup(sp, r->src);
-    p->listener = r->listener ? span_strdup(sp, r->listener->name) : NULL;
-    p->route = r->route ? span_strdup(sp, r->route->key) : NULL;
-    p->endpoint = r->backend ? span_strdup(sp, r->backend->name) : NULL;
-    p->reason = span_strdup(sp, r->reason);
+    p->hl = r->host ? r->host_len : 0;
+    p->pl = r->path ? r->path_len : 0;
+    p->ql = r->query ? r->query_len : 0;
+    p->sl = r->src ? strlen(r->src) : 0;
+    p->ll = listener ? strlen(listener) : 0;
+    p->rl = route ? strlen(route) : 0;
+    p->el = endpoint ? strlen(endpoint) : 0;
+    p->rsl = r->reason ? strlen(r->reason) : 0;
+    /* one copy for all of them, each with its NUL */
+    char *at = lg_span_copy(
+        sp, NULL, p->ml + p->hl + p->pl + p->ql + p->sl + p->ll + p->rl + p->el + p->rsl + 9);
+    p->method = pack(&at, method, p->ml);
+    p->host = r->host ? pack(&at, r->host, p->hl) : NULL;
+    p->path = r->path ? pack(&at, r->path, p->pl) : "";
+    p->has_path = r->path != NULL;
+    p->query = r->query ? pack(&at, r->query, p->ql) : NULL;
+    p->src = r->src ? pack(&at, r->src, p->sl) : NULL;
+    p->listener = listener ? pack(&at, listener, p->ll) : NULL;
+    p->route = route ? pack(&at, route, p->rl) : NULL;
+    p->endpoint = endpoint ? pack(&at, endpoint, p->el) : NULL;
+    p->reason = r->reason ? pack(&at, r->reason, p->rsl) : NULL;
     p->status = r->status;
     p->retry = r->retry_count;
     p->http10 = r->vminor == 0;
