@@ -144,6 +144,22 @@ int main(void)
         ok(lg_trace_sample(NULL, 1.0, 7.0) == 1, "probability above 1 always samples");
     }
 
+    /* ---- zero ids: any single non-zero byte counts, at every position and length ---- */
+    {
+        uint8_t id[16];
+        int good = 1;
+        for (size_t n = 0; n <= 16; n++) {
+            memset(id, 0, sizeof(id));
+            good &= lg_trace_id_is_zero(id, n);
+            for (size_t i = 0; i < n; i++) {
+                memset(id, 0, sizeof(id));
+                id[i] = 0x10;
+                good &= !lg_trace_id_is_zero(id, n);
+            }
+        }
+        ok(good, "lg_trace_id_is_zero: all zero is zero; one set byte anywhere is not");
+    }
+
     /* ---- hex of every byte value ---- */
     {
         uint8_t all[256];
