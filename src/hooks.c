@@ -119,7 +119,11 @@ typedef struct lg_wrt {
     int needs_headers;         /* some expression reads request headers: put them in the record */
     int user_log_code;         /* logging.format names a user plugin: run it under the budget */
     double random_p, client_p; /* sampling probabilities (random_p < 0: CEL) */
+    struct rlua *spare;        /* finished requests' states, for the next ones */
+    int nspare;
 } lg_wrt_t;
+
+#define SPARE_MAX 64
 
 typedef struct rlua {
     lg_luart_t *rt; /* referenced */
@@ -133,6 +137,7 @@ typedef struct rlua {
     struct event *ev;
     struct evbuffer *sse; /* partial SSE event for body_filter plugins */
     int sse_mode;
+    struct rlua *next_spare; /* in wrt->spare */
 } rlua_t;
 
 #define MCPIO "lunagate.mcpio"
@@ -150,6 +155,11 @@ static void wrt_free(lg_wrt_t *wrt)
     }
     if (wrt->tls)
         SSL_CTX_free(wrt->tls);
+    while (wrt->spare) {
+        rlua_t *next = wrt->spare->next_spare;
+        free(wrt->spare);
+        wrt->spare = next;
+    }
     if (wrt->plans) {
         for (size_t i = 0; i <= wrt->conf->nroutes; i++) {
             for (size_t k = 0; k < wrt->nplans[i]; k++)
@@ -397,7 +407,14 @@ static rlua_t *rl_get(lg_req_t *r)
         return r->lua;
     if (!wrt || wrt->conf != r->conf)
         return NULL; /* a reload is under way and this worker has no runtime for r->conf */
-    rlua_t *rl = lg_xcalloc(1, sizeof(*rl));
+    rlua_t *rl = wrt->spare;
+    if (rl) {
+        wrt->spare = rl->next_spare;
+        wrt->nspare--;
+        memset(rl, 0, sizeof(*rl));
+    } else {
+        rl = lg_xcalloc(1, sizeof(*rl));
+    }
     rl->wrt = wrt;
     wrt->refs++;
     rl->rt = lg_luart_ref(wrt->rt);
@@ -1522,8 +1539,15 @@ void lg_hooks_req_free(lg_req_t *r)
         }
         lg_luart_req_end(rl->rt, &rl->lr);
         lg_luart_unref(rl->rt);
-        wrt_free(rl->wrt); /* drops this request's reference */
-        free(rl);
+        lg_wrt_t *wrt = rl->wrt;
+        if (wrt->nspare < SPARE_MAX) { /* kept for the worker's next request */
+            rl->next_spare = wrt->spare;
+            wrt->spare = rl;
+            wrt->nspare++;
+        } else {
+            free(rl);
+        }
+        wrt_free(wrt); /* drops this request's reference; frees the spares with the last */
         r->lua = NULL;
     }
     for (size_t i = 0; i < r->nextra; i++)
