@@ -298,6 +298,7 @@ static void budget_disarm(lg_luart_t *rt)
         return;
     atomic_store_explicit(&rt->in_call, 0, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* the handler now leaves us alone */
+    wd_self = NULL; /* nor does a late signal find a runtime that may be freed by then */
     if (atomic_load_explicit(&rt->armed, memory_order_relaxed)) {
         lua_sethook(rt->L, NULL, 0, 0);
         atomic_store_explicit(&rt->armed, 0, memory_order_relaxed);

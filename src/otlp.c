@@ -762,10 +762,10 @@ static uint8_t *put_span(uint8_t *p, const lg_span_t *sp)
     return p;
 }
 
-/* Serializes spans[0..n) under `res` into a malloc'd buffer that starts with `prefix`
- * spare bytes (room for the gRPC frame header). Sets *len to the message length. */
-/* Encodes into *reuse when it is given (growing it to fit, *cap its size), else into a new
- * buffer the caller frees. */
+/* Serializes spans[0..n) under `res` into a buffer that starts with `prefix` spare bytes
+ * (room for the gRPC frame header) and returns it; sets *len to the message length. The
+ * buffer is *reuse when that is given (grown to fit; *cap is its size), else a new one the
+ * caller frees. */
 static uint8_t *encode(const lg_span_t *res, lg_span_t *const *spans, size_t n, size_t prefix,
                        size_t *len, uint8_t **reuse, size_t *cap)
 {
