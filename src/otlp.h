@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- Span model ---- */
 
@@ -84,8 +85,67 @@ void lg_span_attr_str_array(lg_span_t *sp, const char *key, const char *const *v
  * (no NUL cut), for the gateway's own attributes; lg_span_lit_* take a literal key. */
 void lg_span_attr_strn(lg_span_t *sp, const char *key, size_t klen, const char *val, size_t len);
 void lg_span_attr_intn(lg_span_t *sp, const char *key, size_t klen, int64_t v);
-#define lg_span_lit_str(sp, key, val, len) lg_span_attr_strn(sp, "" key, sizeof(key) - 1, val, len)
-#define lg_span_lit_int(sp, key, v)        lg_span_attr_intn(sp, "" key, sizeof(key) - 1, v)
+
+/* lg_span_attr_strn's common case, inlined so that a literal key is copied by a few moves:
+ * every length fits one byte and the span's attribute bytes have room. */
+static inline void lg_span_str_inline(lg_span_t *sp, const char *key, size_t klen, const char *val,
+                                      size_t len)
+{
+    size_t need = 8 + klen + len;
+    if (klen + len >= 122 || sp->_kvlen + need > sp->_kvcap) {
+        lg_span_attr_strn(sp, key, klen, val, len);
+        return;
+    }
+    uint8_t *p = sp->_kv + sp->_kvlen;
+    sp->_kvlen += need;
+    sp->_nkv++;
+    p[0] = 9 << 3 | 2; /* Span.attributes, length-delimited */
+    p[1] = (uint8_t)(6 + klen + len);
+    p[2] = 1 << 3 | 2; /* KeyValue.key */
+    p[3] = (uint8_t)klen;
+    memcpy(p + 4, key, klen);
+    p += 4 + klen;
+    p[0] = 2 << 3 | 2; /* KeyValue.value */
+    p[1] = (uint8_t)(2 + len);
+    p[2] = 1 << 3 | 2; /* AnyValue.string_value */
+    p[3] = (uint8_t)len;
+    if (len)
+        memcpy(p + 4, val, len);
+}
+
+/* The same for lg_span_attr_intn. */
+static inline void lg_span_int_inline(lg_span_t *sp, const char *key, size_t klen, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    size_t vn = 1;
+    while (vn < 10 && u >> (7 * vn))
+        vn++;
+    size_t need = 7 + klen + vn;
+    if (klen >= 100 || sp->_kvlen + need > sp->_kvcap) {
+        lg_span_attr_intn(sp, key, klen, v);
+        return;
+    }
+    uint8_t *p = sp->_kv + sp->_kvlen;
+    sp->_kvlen += need;
+    sp->_nkv++;
+    p[0] = 9 << 3 | 2;
+    p[1] = (uint8_t)(5 + klen + vn);
+    p[2] = 1 << 3 | 2;
+    p[3] = (uint8_t)klen;
+    memcpy(p + 4, key, klen);
+    p += 4 + klen;
+    p[0] = 2 << 3 | 2;
+    p[1] = (uint8_t)(1 + vn);
+    p[2] = 3 << 3 | 0; /* AnyValue.int_value, varint */
+    p += 3;
+    while (u >= 0x80) {
+        *p++ = (uint8_t)(u | 0x80);
+        u >>= 7;
+    }
+    *p = (uint8_t)u;
+}
+#define lg_span_lit_str(sp, key, val, len) lg_span_str_inline(sp, "" key, sizeof(key) - 1, val, len)
+#define lg_span_lit_int(sp, key, v)        lg_span_int_inline(sp, "" key, sizeof(key) - 1, v)
 void lg_span_attr_int_array(lg_span_t *sp, const char *key, const int64_t *vals, size_t n);
 
 size_t lg_span_attr_count(const lg_span_t *sp);

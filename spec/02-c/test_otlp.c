@@ -359,6 +359,13 @@ int main(void)
         memcpy(child->parent_span_id, sp->span_id, 8);
         child->kind = LG_SPAN_KIND_CLIENT;
         lg_span_set_name(child, "POST api.openai.com:443", 23);
+        /* a fresh span has no attribute room: the first literal-key write takes the general
+         * path and makes room, the second the inline one */
+        lg_span_lit_str(child, "server.address", "api.openai.com", 14);
+        int inline_room = child->_kvcap >= child->_kvlen + 8 + 9 + 3;
+        lg_span_lit_str(child, "net.extra", "abc", 3);
+        lg_span_lit_int(child, "server.port", 443);
+        lg_span_lit_int(child, "neg.port", -443);
         spans[0] = sp;
         spans[1] = child;
         buf = lg_otlp_encode(spans, 2, &len);
@@ -438,6 +445,17 @@ int main(void)
         a = find_attr(s->attributes, s->n_attributes, "filler.59");
         ok(has_case(a, 1) && strlen(a->value->string_value) == 40, "attrs past the first chunk");
         ok_streq(c->name, "POST api.openai.com:443", "child name");
+        a = find_attr(c->attributes, c->n_attributes, "server.address");
+        const kv_t *a2 = find_attr(c->attributes, c->n_attributes, "net.extra");
+        const kv_t *a3 = find_attr(c->attributes, c->n_attributes, "server.port");
+        const kv_t *a4 = find_attr(c->attributes, c->n_attributes, "neg.port");
+        ok(has_case(a3, 3) && a3->value->int_value == 443 && has_case(a4, 3) &&
+               a4->value->int_value == -443,
+           "literal-key ints through the inline path (two-byte and ten-byte varints)");
+        ok(inline_room && c->n_attributes == 4 && has_case(a, 1) &&
+               strcmp(a->value->string_value, "api.openai.com") == 0 && has_case(a2, 1) &&
+               strcmp(a2->value->string_value, "abc") == 0,
+           "literal-key strings through the general and the inline path");
         opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(
             r, NULL);
         free(buf);
