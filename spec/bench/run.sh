@@ -717,6 +717,24 @@ best_rows() {
     } END { for (i = 1; i <= n; i++) print row[order[i]] }' "$ROWS"
 }
 
+# paired SCENARIO NUM DEN: the median, min and max of NUM/DEN over the rounds, pairing the
+# i-th run of each (rounds() runs every target once per round, back to back). On a noisy
+# machine the ratio of two best runs can pick a lucky one; the per-round ratios show the spread.
+paired() {
+    awk -F '\t' -v s="$1" -v a="$2" -v b="$3" '
+    $1 == s && $4 == a { na++; ra[na] = $5 + 0 }
+    $1 == s && $4 == b { nb++; rb[nb] = $5 + 0 }
+    END {
+        n = na < nb ? na : nb; m = 0
+        for (i = 1; i <= n; i++) if (rb[i] > 0) x[++m] = ra[i] / rb[i]
+        if (m < 2) exit
+        for (i = 2; i <= m; i++) { v = x[i]; for (j = i - 1; j >= 1 && x[j] > v; j--) x[j + 1] = x[j]; x[j + 1] = v }
+        med = (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+        printf "  (%s, per round: median %.3f of %d, cost %.1f%%; range %.3f..%.3f)\n", s, med, m,
+               (1 - med) * 100, x[1], x[m]
+    }' "$ROWS"
+}
+
 report() {
     best_rows >"$TMP/best.tsv"
     awk -F '\t' '
@@ -764,6 +782,9 @@ report() {
             print line
         }
     }' "$RATIOS" "$TMP/best.tsv" >"$TMP/table.md"
+    while IFS="$(printf '\t')" read -r rs rn rd rk _; do
+        [ "$rk" = cost ] && paired "$rs" "$rn" "$rd" >>"$TMP/table.md"
+    done <"$RATIOS"
 }
 
 # ---- main --------------------------------------------------------------------------------
