@@ -579,7 +579,8 @@ static uint8_t *put_fixed64(uint8_t *p, int field, uint64_t v)
  * searched by key, keeps KeyValue structs. */
 
 /* Reserves `n` more bytes of sp->_kv; returns where they start. */
-static uint8_t *kv_reserve(lg_span_t *sp, size_t n)
+/* Makes room for `n` more bytes of sp->_kv. */
+static void kv_room(lg_span_t *sp, size_t n)
 {
     if (sp->_kvlen + n > sp->_kvcap) {
         size_t cap = sp->_kvcap ? sp->_kvcap * 2 : 1024;
@@ -591,6 +592,11 @@ static uint8_t *kv_reserve(lg_span_t *sp, size_t n)
         sp->_kv = k;
         sp->_kvcap = cap;
     }
+}
+
+static uint8_t *kv_reserve(lg_span_t *sp, size_t n)
+{
+    kv_room(sp, n);
     uint8_t *p = sp->_kv + sp->_kvlen;
     sp->_kvlen += n;
     sp->_nkv++;
@@ -632,22 +638,13 @@ void lg_span_attr_str(lg_span_t *sp, const char *key, const char *val, size_t le
     put_bytes(kv_begin(sp, key, ldsize(len)), 1, val ? val : "", len);
 }
 
+/* The general cases of otlp.h's inline writers: short entries get room and go back through
+ * them (one encoder for the common shape); long ones take kv_begin_n. */
 void lg_span_attr_strn(lg_span_t *sp, const char *key, size_t klen, const char *val, size_t len)
 {
-    if (klen && klen + len < 122) { /* every length fits one byte: write the entry at once */
-        uint8_t *p = kv_reserve(sp, 8 + klen + len);
-        p[0] = 9 << 3 | WT_LEN;
-        p[1] = (uint8_t)(6 + klen + len);
-        p[2] = 1 << 3 | WT_LEN;
-        p[3] = (uint8_t)klen;
-        memcpy(p + 4, key, klen);
-        p += 4 + klen;
-        p[0] = 2 << 3 | WT_LEN;
-        p[1] = (uint8_t)(2 + len);
-        p[2] = 1 << 3 | WT_LEN;
-        p[3] = (uint8_t)len;
-        if (len)
-            memcpy(p + 4, val, len);
+    if (klen && klen + len < 122) {
+        kv_room(sp, 8 + klen + len);
+        lg_span_str_inline(sp, key, klen, val, len);
         return;
     }
     put_bytes(kv_begin_n(sp, key, klen, ldsize(len)), 1, len ? val : "", len);
@@ -660,6 +657,11 @@ void lg_span_attr_int(lg_span_t *sp, const char *key, int64_t v)
 
 void lg_span_attr_intn(lg_span_t *sp, const char *key, size_t klen, int64_t v)
 {
+    if (klen && klen < 100) {
+        kv_room(sp, 7 + klen + vsize((uint64_t)v));
+        lg_span_int_inline(sp, key, klen, v);
+        return;
+    }
     uint8_t *p = kv_begin_n(sp, key, klen, 1 + vsize((uint64_t)v));
     *p++ = 3 << 3 | WT_VARINT;
     put_varint(p, (uint64_t)v);

@@ -92,7 +92,7 @@ static inline void lg_span_str_inline(lg_span_t *sp, const char *key, size_t kle
                                       size_t len)
 {
     size_t need = 8 + klen + len;
-    if (klen + len >= 122 || sp->_kvlen + need > sp->_kvcap) {
+    if (!klen || klen + len >= 122 || sp->_kvlen + need > sp->_kvcap) {
         lg_span_attr_strn(sp, key, klen, val, len);
         return;
     }
@@ -121,7 +121,7 @@ static inline void lg_span_int_inline(lg_span_t *sp, const char *key, size_t kle
     while (vn < 10 && u >> (7 * vn))
         vn++;
     size_t need = 7 + klen + vn;
-    if (klen >= 100 || sp->_kvlen + need > sp->_kvcap) {
+    if (!klen || klen >= 100 || sp->_kvlen + need > sp->_kvcap) {
         lg_span_attr_intn(sp, key, klen, v);
         return;
     }
