@@ -49,12 +49,16 @@ typedef struct {
     int plugin; /* index into rt->plugins */
     int fn_ref;
     int conf_ref;
+    int up; /* upvalue index of fn (conf at up + 1) in the chain's driver, or 0 */
 } call_t;
 
 typedef struct {
     call_t *calls[PH_N];
     int n[PH_N];
+    int drv_ref; /* `driver` closed over the calls' functions and confs */
 } chain_t;
+
+#define DRIVER_UPVALUES 254 /* Lua allows 255 upvalues; calls past these use fn_ref */
 
 #define CTX_POOL_MAX 64
 
@@ -682,9 +686,10 @@ static void push_ctx(lg_luart_t *rt)
 
 /* Runs the plugins of one phase inside a single protected call: a plugin call is a plain
  * lua_call, and rt->cur_plugin says whose error it was when the protected call fails. One
- * pcall per phase instead of one per plugin keeps no-op plugins cheap. (A driver written in
- * Lua was tried: in Lua 5.4 a Lua-to-Lua call plus the loop around it costs as much as
- * lua_call from here.) */
+ * pcall per phase instead of one per plugin keeps no-op plugins cheap. Each chain has its own
+ * closure of this function whose upvalues are the calls' functions and confs (stack: r ctx
+ * [chunk]). (A driver written in Lua was tried: in Lua 5.4 a Lua-to-Lua call plus the loop
+ * around it costs as much as lua_call from here.) */
 static int driver(lua_State *L)
 {
     run_t *r = lua_touserdata(L, 1);
@@ -692,15 +697,14 @@ static int driver(lua_State *L)
     chain_t *ch = r->ch;
     int n = ch->n[r->ph];
     int body = r->ph == PH_BODY_FILTER;
-    lua_settop(L, 0);
     budget_arm(rt); /* one budget for the phase's plugins together; run_phase disarms */
-    push_ctx(rt);   /* ctx */
+    push_ctx(rt);   /* r ctx */
     if (body) {
         if (r->lr->out_ref != LUA_NOREF) {
             luaL_unref(L, LUA_REGISTRYINDEX, r->lr->out_ref);
             r->lr->out_ref = LUA_NOREF;
         }
-        lua_pushlstring(L, r->chunk, r->len); /* ctx chunk */
+        lua_pushlstring(L, r->chunk, r->len); /* r ctx chunk */
     }
     int changed = 0, dropped = 0;
     for (int i = r->next; i < n; i++) {
@@ -708,15 +712,20 @@ static int driver(lua_State *L)
         r->next = i + 1;
         if (body && dropped && !r->eof)
             break;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_ref);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->conf_ref);
-        lua_pushvalue(L, 1); /* ... fn conf ctx */
-        int nargs = 2, base = body ? 2 : 1;
+        if (c->up) {
+            lua_pushvalue(L, lua_upvalueindex(c->up));
+            lua_pushvalue(L, lua_upvalueindex(c->up + 1));
+        } else {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_ref);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, c->conf_ref);
+        }
+        lua_pushvalue(L, 2); /* ... fn conf ctx */
+        int nargs = 2, base = body ? 3 : 2;
         if (body) {
             if (dropped)
                 lua_pushliteral(L, "");
             else
-                lua_pushvalue(L, 2);
+                lua_pushvalue(L, 3);
             lua_pushboolean(L, r->eof);
             nargs = 4;
         }
@@ -735,11 +744,11 @@ static int driver(lua_State *L)
         }
         if (body && nres > 0) {
             int t = lua_type(L, base + 1);
-            if (!dropped && lua_rawequal(L, base + 1, 2)) {
+            if (!dropped && lua_rawequal(L, base + 1, 3)) {
                 /* the chunk it was given: unchanged */
             } else if (t == LUA_TSTRING && lua_rawlen(L, base + 1) > 0) {
                 lua_pushvalue(L, base + 1);
-                lua_replace(L, 2);
+                lua_replace(L, 3);
                 changed = 1;
                 dropped = 0;
             } else if (t == LUA_TNIL || t == LUA_TSTRING ||
@@ -760,7 +769,7 @@ static int driver(lua_State *L)
             r->out = NULL;
             r->outlen = 0;
         } else if (changed) {
-            lua_pushvalue(L, 2);
+            lua_pushvalue(L, 3);
             r->out = lua_tolstring(L, -1, &r->outlen);
             r->lr->out_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
@@ -800,7 +809,7 @@ static int run_phase(lg_luart_t *rt, int chain, int ph, lg_luart_req_t *lr, run_
     rt->exit_pending = 0;
     for (;;) {
         lua_pushcfunction(L, msgh);
-        lua_pushcfunction(L, driver);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->ch->drv_ref);
         lua_pushlightuserdata(L, r);
         int st = lua_pcall(L, 1, 0, -3); /* msgh [err] */
         budget_disarm(rt);
@@ -982,6 +991,7 @@ static void import_pipeline(lua_State *L, lg_luart_t *rt)
     rt->chains = lg_xcalloc(nc ? (size_t)nc : 1, sizeof(chain_t));
     for (int c = 0; c < nc; c++) {
         chain_t *ch = &rt->chains[c];
+        ch->drv_ref = LUA_NOREF;
         rt->nchains = c + 1;
         lua_rawgeti(L, -1, c + 1); /* res chains chain */
         int ne = (int)lua_rawlen(L, -1);
@@ -1008,6 +1018,21 @@ static void import_pipeline(lua_State *L, lg_luart_t *rt)
             lua_pop(L, 2); /* res chains chain */
         }
         lua_pop(L, 1); /* res chains */
+        /* the driver closes over the calls' functions and confs: an upvalue is cheaper to
+         * push than a registry entry */
+        luaL_checkstack(L, DRIVER_UPVALUES, "pipeline");
+        int nup = 0;
+        for (int ph = 0; ph < PH_N; ph++) {
+            for (int i = 0; i < ch->n[ph] && nup + 2 <= DRIVER_UPVALUES; i++) {
+                call_t *call = &ch->calls[ph][i];
+                lua_rawgeti(L, LUA_REGISTRYINDEX, call->fn_ref);
+                lua_rawgeti(L, LUA_REGISTRYINDEX, call->conf_ref);
+                call->up = nup + 1;
+                nup += 2;
+            }
+        }
+        lua_pushcclosure(L, driver, nup);
+        ch->drv_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_pop(L, 1); /* res */
 

@@ -546,9 +546,14 @@ static void req_free(lg_req_t *r)
 /* Scratch output buffers: taking leaves NULL behind, so a nested taker gets its own. */
 static struct evbuffer *scratch_take(lg_worker_t *w)
 {
-    struct evbuffer *b = w->scratch;
-    w->scratch = NULL;
-    return b ? b : evbuffer_new();
+    for (size_t i = 0; i < LG_ARRAY_SIZE(w->scratch); i++) {
+        struct evbuffer *b = w->scratch[i];
+        if (b) {
+            w->scratch[i] = NULL;
+            return b;
+        }
+    }
+    return evbuffer_new();
 }
 
 static void scratch_give(lg_worker_t *w, struct evbuffer *b)
@@ -556,10 +561,13 @@ static void scratch_give(lg_worker_t *w, struct evbuffer *b)
     size_t n = evbuffer_get_length(b);
     if (n)
         evbuffer_drain(b, n);
-    if (w->scratch)
-        evbuffer_free(b);
-    else
-        w->scratch = b;
+    for (size_t i = 0; i < LG_ARRAY_SIZE(w->scratch); i++) {
+        if (!w->scratch[i]) {
+            w->scratch[i] = b;
+            return;
+        }
+    }
+    evbuffer_free(b);
 }
 
 void lg_proxy_caches_free(lg_worker_t *w)
@@ -570,9 +578,11 @@ void lg_proxy_caches_free(lg_worker_t *w)
         free(r);
     }
     w->nreq_cache = 0;
-    if (w->scratch)
-        evbuffer_free(w->scratch);
-    w->scratch = NULL;
+    for (size_t i = 0; i < LG_ARRAY_SIZE(w->scratch); i++) {
+        if (w->scratch[i])
+            evbuffer_free(w->scratch[i]);
+        w->scratch[i] = NULL;
+    }
     if (w->conn_sweep)
         event_free(w->conn_sweep);
     w->conn_sweep = NULL;
@@ -1276,13 +1286,13 @@ static int whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
         return 0;
     size_t cl = (size_t)r->up_cl;
     const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
-    struct evbuffer *tmp = evbuffer_new();
+    struct evbuffer *tmp = scratch_take(r->w);
     r->fwd_mode = LG_FWD_WHOLE;
     lg_hooks_body(r, body, cl, 1, tmp);
     evbuffer_drain(in, cl);
     write_response_head(r, out, evbuffer_get_length(tmp));
     evbuffer_add_buffer(out, tmp);
-    evbuffer_free(tmp);
+    scratch_give(r->w, tmp);
     r->rp_state = 2;
     r->resp_done = 1;
     return 1;

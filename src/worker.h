@@ -41,8 +41,8 @@ typedef struct lg_worker {
     struct event *drain_ev;
     void *metrics; /* lg_metrics_shard_t * once metrics are wired */
     /* proxy.c's per-worker caches (lg_proxy_caches_free releases them) */
-    struct evbuffer *scratch; /* an empty evbuffer to borrow for one callback */
-    void *req_cache;          /* freed requests kept for reuse */
+    struct evbuffer *scratch[2]; /* empty evbuffers to borrow within one callback */
+    void *req_cache;             /* freed requests kept for reuse */
     size_t nreq_cache;
     struct event *conn_sweep; /* client connection deadlines, checked once a second */
     void *hcache, *gcache;    /* runtime.c: prepared metric label sets */

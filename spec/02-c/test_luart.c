@@ -540,6 +540,62 @@ int main(void)
         lg_luart_free(crt);
     }
 
+    /* ---- a chain longer than the driver's upvalues: the later calls use registry refs ---- */
+    {
+        enum { MANY = 80 }; /* 80 plugins x 4 phases x 2 values > 254 upvalues */
+        static char c3[8192];
+        int at = snprintf(c3, sizeof(c3),
+                          "return { config = { plugins = { paths = { '%s' }, global = {", dir);
+        for (int i = 1; i <= MANY; i++) {
+            char file[32], text[1024];
+            snprintf(file, sizeof(file), "p_many_%d.lua", i);
+            snprintf(
+                text, sizeof(text),
+                "return { name = 'p_many_%d', version = '1.0.0', priority = %d,\n"
+                "  schema = { fields = { { tag = { type = 'string', default = '%d', "
+                "description = 'x' } } } },\n"
+                "  access = function(conf, ctx) ACC = (ACC or '') .. conf.tag .. ',' end,\n"
+                "  header_filter = function(conf, ctx) HF = (HF or 0) + tonumber(conf.tag) end,\n"
+                "  body_filter = function(conf, ctx, chunk, eof) return chunk .. conf.tag .. ',' "
+                "end,\n"
+                "  log = function(conf, ctx) if conf.tag == '7' then error('late boom') end\n"
+                "    LOGN = (LOGN or 0) + 1 end,\n"
+                "}\n",
+                i, 1000 + i, i);
+            write_file(file, text);
+            at += snprintf(c3 + at, sizeof(c3) - (size_t)at, " { name = 'p_many_%d' },", i);
+        }
+        snprintf(c3 + at, sizeof(c3) - (size_t)at, " } } }, binds = {} }");
+        lg_luart_t *mrt = make_rt(c3, &err);
+        ok(mrt != NULL, "a chain of %d plugins builds", MANY);
+        if (!mrt)
+            printf("#   err: %s\n", err.msg);
+        if (mrt) {
+            char want[1024] = "";
+            for (int i = MANY, w = 0; i >= 1; i--)
+                w += snprintf(want + w, sizeof(want) - (size_t)w, "%d,", i);
+            lg_luart_req_init(&lr, (void *)"/");
+            int rc = lg_luart_access(mrt, 0, &lr, &ex);
+            ok(rc == LG_OK && !strcmp(global_str(mrt, "ACC", buf, sizeof(buf)), want),
+               "access ran all %d plugins, highest priority first", MANY);
+            ok(lg_luart_header_filter(mrt, 0, &lr) == LG_OK &&
+                   !strcmp(global_str(mrt, "HF", buf, sizeof(buf)), "3240"),
+               "header_filter ran all of them (%s)", buf);
+            const char *out;
+            size_t outlen;
+            rc = lg_luart_body_filter(mrt, 0, &lr, "x", 1, 1, &out, &outlen);
+            ok(rc == LG_OK && outlen == strlen(want) + 1 && !memcmp(out, "x", 1) &&
+                   !memcmp(out + 1, want, outlen - 1),
+               "body_filter passed the chunk through all of them");
+            lg_luart_log(mrt, 0, &lr);
+            ok(!strcmp(global_str(mrt, "LOGN", buf, sizeof(buf)), "79") &&
+                   errors_of(mrt, "p_many_7") == 1 && errors_of(mrt, "p_many_8") == 0,
+               "a log error past the upvalues is p_many_7's, and the rest still log (%s)", buf);
+            lg_luart_req_end(mrt, &lr);
+        }
+        lg_luart_free(mrt);
+    }
+
     /* ---- the shipped example loads ---- */
     {
         setenv("OPENAI_API_KEY", "sk-test", 0);
