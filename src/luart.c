@@ -1,4 +1,5 @@
-/* luart.c -- Lua states, plugin loading, protected phase dispatch, budget and memory limit.
+/* luart.c -- Lua states, plugin loading, protected phase dispatch, memory limit; the
+ * instruction budget's watchdog is luart_budget.c.
  * SPDX-License-Identifier: MIT
  *
  * Plugin discovery, contract checks, schema validation and chain building are Lua
@@ -11,19 +12,16 @@
  * the state's memory budget, and an unprotected failure would abort the process. */
 #include "luart.h"
 
+#include "luart_budget.h"
+
 #include "config.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #ifndef LG_HOME
 #define LG_HOME "."
@@ -67,8 +65,7 @@ struct lg_luart {
     lg_lapi_ctx_t actx;
     atomic_int refs;
     size_t mem_used, mem_limit;
-    lua_Integer budget;
-    int budget_blown;           /* set by the hook; pcall wrappers re-raise while it is set */
+    lg_budget_t budget;         /* config.plugins.budget.instructions per phase call */
     int exit_pending;           /* set by lg_luart_lua_exit; same */
     int exit_ref;               /* {status, body, headers} of the pending exit */
     int config_ref;             /* the normalised config table */
@@ -86,15 +83,6 @@ struct lg_luart {
     int default_chain;
     lg_luart_error_cb *on_error;
     void *on_error_arg;
-    /* the budget watchdog (see "Budget" below); in_call and armed are also read by the
-     * watchdog thread and written by the signal handler */
-    atomic_int in_call;   /* inside a budgeted call, on thread `tid` */
-    atomic_int armed;     /* the count hook is set for this call */
-    atomic_uint call_seq; /* bumped by every budgeted call */
-    unsigned seq;         /* this thread's copy of call_seq */
-    unsigned wd_seen;     /* watchdog: call_seq at its previous look */
-    pid_t tid;
-    lg_luart_t *wd_next;
 };
 
 static char exit_tag;   /* address used as the error value of lg.response.exit */
@@ -134,7 +122,7 @@ size_t lg_luart_memory(lg_luart_t *rt)
     return rt->mem_used;
 }
 
-/* ---- Budget, traceback, pcall wrappers ---- */
+/* ---- Traceback, pcall wrappers ---- */
 
 lg_luart_t *lg_luart_from_state(lua_State *L)
 {
@@ -142,190 +130,10 @@ lg_luart_t *lg_luart_from_state(lua_State *L)
     return c ? c->owner : NULL;
 }
 
-/* The instruction budget is counted lazily. Lua's count hook makes the interpreter trap on
- * every VM instruction, which costs more than a short plugin call itself; so budgeted calls
- * start unhooked, and a watchdog thread looks at every runtime each WD_TICK_MS. A call it
- * finds still running on two looks in a row has run for at least one tick: the watchdog
- * signals its thread, whose handler sets the count hook (lua_sethook may be called from a
- * signal handler; lua.c stops scripts on SIGINT the same way). From then on the call has
- * `budget` instructions left. Coroutines created by plugins carry a cheap watch hook that
- * switches to the budget once their call is armed, since a hook belongs to one Lua thread. */
-#define WD_TICK_MS     10
-#define WD_SIGNAL      SIGURG /* ignored by default, so a stray one is harmless */
-#define CO_WATCH_EVERY 1000
-
-static pthread_mutex_t wd_lock = PTHREAD_MUTEX_INITIALIZER;
-static lg_luart_t *wd_list;
-static int wd_running;
-static _Thread_local lg_luart_t *wd_self; /* the runtime of this thread's budgeted call */
-static _Thread_local pid_t wd_tid;
-
-static int budget_count(const lg_luart_t *rt)
+lg_budget_t *lg_luart_budget(lua_State *L)
 {
-    return rt->budget > 0x7fffffff ? 0x7fffffff : (int)rt->budget;
-}
-
-static int call_armed(const lg_luart_t *rt)
-{
-    return rt && atomic_load_explicit(&rt->in_call, memory_order_relaxed) &&
-           atomic_load_explicit(&rt->armed, memory_order_relaxed);
-}
-
-static void co_watch_hook(lua_State *L, lua_Debug *ar);
-
-static void budget_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
     lg_luart_t *rt = lg_luart_from_state(L);
-    if (!call_armed(rt)) { /* a coroutine's hook left over from an earlier call */
-        lua_sethook(L, co_watch_hook, LUA_MASKCOUNT, CO_WATCH_EVERY);
-        return;
-    }
-    rt->budget_blown = 1;
-    /* keep firing soon, in case the plugin catches the error with pcall in a loop */
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1000);
-    /* luaL_where does not see through a hook: name the running function's position */
-    lua_Debug d;
-    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
-        luaL_error(L, "%s:%d: instruction budget exceeded (%I instructions)", d.short_src,
-                   d.currentline, rt->budget);
-    luaL_error(L, "instruction budget exceeded (%I instructions)", rt->budget);
-}
-
-/* A plugin's coroutine: every CO_WATCH_EVERY instructions, look whether its call is armed. */
-static void co_watch_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    lg_luart_t *rt = lg_luart_from_state(L);
-    if (call_armed(rt))
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, budget_count(rt));
-}
-
-static void wd_signal(int sig)
-{
-    (void)sig;
-    lg_luart_t *rt = wd_self;
-    if (!rt || !atomic_load_explicit(&rt->in_call, memory_order_relaxed) ||
-        atomic_load_explicit(&rt->armed, memory_order_relaxed))
-        return;
-    atomic_store_explicit(&rt->armed, 1, memory_order_relaxed);
-    lua_sethook(rt->L, budget_hook, LUA_MASKCOUNT, budget_count(rt));
-}
-
-static void *wd_main(void *arg)
-{
-    (void)arg;
-    struct timespec tick = {0, WD_TICK_MS * 1000000L};
-    for (;;) {
-        nanosleep(&tick, NULL);
-        pthread_mutex_lock(&wd_lock);
-        for (lg_luart_t *rt = wd_list; rt; rt = rt->wd_next) {
-            if (!atomic_load_explicit(&rt->in_call, memory_order_acquire)) {
-                rt->wd_seen = 0;
-                continue;
-            }
-            unsigned seq = atomic_load_explicit(&rt->call_seq, memory_order_relaxed);
-            if (seq == rt->wd_seen && !atomic_load_explicit(&rt->armed, memory_order_relaxed))
-                syscall(SYS_tgkill, getpid(), rt->tid, WD_SIGNAL);
-            rt->wd_seen = seq;
-        }
-        pthread_mutex_unlock(&wd_lock);
-    }
-    return NULL;
-}
-
-/* Puts rt under the watchdog, starting it (and the signal handler) the first time. */
-static void wd_add(lg_luart_t *rt)
-{
-    pthread_mutex_lock(&wd_lock);
-    if (!wd_running) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = wd_signal;
-        sa.sa_flags = SA_RESTART;
-        sigemptyset(&sa.sa_mask);
-        sigaction(WD_SIGNAL, &sa, NULL);
-        /* the watchdog itself never runs Lua: it takes no signals */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        pthread_t t;
-        if (pthread_create(&t, NULL, wd_main, NULL) == 0) {
-            pthread_detach(t);
-            wd_running = 1;
-        } else {
-            lg_log(LG_LOG_ERR, "lua",
-                   "cannot start the budget watchdog: instruction budgets "
-                   "are not enforced");
-        }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-    }
-    rt->wd_next = wd_list;
-    wd_list = rt;
-    pthread_mutex_unlock(&wd_lock);
-}
-
-static void wd_remove(lg_luart_t *rt)
-{
-    pthread_mutex_lock(&wd_lock);
-    for (lg_luart_t **p = &wd_list; *p; p = &(*p)->wd_next)
-        if (*p == rt) {
-            *p = rt->wd_next;
-            break;
-        }
-    pthread_mutex_unlock(&wd_lock);
-}
-
-static void budget_arm(lg_luart_t *rt)
-{
-    rt->budget_blown = 0;
-    if (rt->budget <= 0)
-        return;
-    if (!wd_tid) {
-        wd_tid = (pid_t)syscall(SYS_gettid);
-        sigset_t s; /* budgeted calls need the watchdog's signal */
-        sigemptyset(&s);
-        sigaddset(&s, WD_SIGNAL);
-        pthread_sigmask(SIG_UNBLOCK, &s, NULL);
-    }
-    rt->tid = wd_tid;
-    wd_self = rt;
-    atomic_store_explicit(&rt->armed, 0, memory_order_relaxed);
-    atomic_store_explicit(&rt->call_seq, ++rt->seq, memory_order_relaxed);
-    atomic_store_explicit(&rt->in_call, 1, memory_order_release);
-}
-
-static void budget_disarm(lg_luart_t *rt)
-{
-    rt->budget_blown = 0;
-    if (rt->budget <= 0)
-        return;
-    atomic_store_explicit(&rt->in_call, 0, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst); /* the handler now leaves us alone */
-    wd_self = NULL; /* nor does a late signal find a runtime that may be freed by then */
-    if (atomic_load_explicit(&rt->armed, memory_order_relaxed)) {
-        lua_sethook(rt->L, NULL, 0, 0);
-        atomic_store_explicit(&rt->armed, 0, memory_order_relaxed);
-    }
-}
-
-/* coroutine.create and coroutine.wrap for plugins: the new coroutine gets the watch hook
- * when it is made under a budget (plugin code; our own glue runs without one). */
-static int watched_coroutine(lua_State *L)
-{
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    lg_luart_t *rt = lg_luart_from_state(L);
-    lua_State *co = lua_tothread(L, -1);
-    if (!co && lua_getupvalue(L, -1, 1)) { /* coroutine.wrap: the thread is its upvalue */
-        co = lua_tothread(L, -1);
-        lua_pop(L, 1);
-    }
-    if (co && rt && atomic_load_explicit(&rt->in_call, memory_order_relaxed))
-        lua_sethook(co, call_armed(rt) ? budget_hook : co_watch_hook, LUA_MASKCOUNT,
-                    call_armed(rt) ? budget_count(rt) : CO_WATCH_EVERY);
-    return 1;
+    return rt ? &rt->budget : NULL;
 }
 
 static int msgh(lua_State *L)
@@ -354,14 +162,14 @@ static int guarded_call(lua_State *L)
         lua_pushlightuserdata(L, &exit_tag);
         return lua_error(L);
     }
-    if (rt && rt->budget_blown) {
+    if (rt && rt->budget.blown) {
         /* re-raise pcall's own error message when there is one: it carries the position */
         if (lua_gettop(L) >= 2 && lua_isboolean(L, 1) && !lua_toboolean(L, 1) &&
             lua_type(L, 2) == LUA_TSTRING) {
             lua_pushvalue(L, 2);
             return lua_error(L);
         }
-        return luaL_error(L, "instruction budget exceeded (%I instructions)", rt->budget);
+        return luaL_error(L, "instruction budget exceeded (%I instructions)", rt->budget.limit);
     }
     return lua_gettop(L);
 }
@@ -425,10 +233,10 @@ static int protected_call_budget(lg_luart_t *rt, int nargs, int nresults, int bu
     lua_pushcfunction(L, msgh);
     lua_insert(L, base);
     if (budget)
-        budget_arm(rt);
+        lg_budget_arm(&rt->budget);
     int st = lua_pcall(L, nargs, nresults, base);
     if (budget)
-        budget_disarm(rt);
+        lg_budget_disarm(&rt->budget);
     lua_remove(L, base);
     if (st == LUA_OK)
         return LG_OK;
@@ -697,8 +505,8 @@ static int driver(lua_State *L)
     chain_t *ch = r->ch;
     int n = ch->n[r->ph];
     int body = r->ph == PH_BODY_FILTER;
-    budget_arm(rt); /* one budget for the phase's plugins together; run_phase disarms */
-    push_ctx(rt);   /* r ctx */
+    lg_budget_arm(&rt->budget); /* one budget for the phase's plugins together; run_phase disarms */
+    push_ctx(rt);               /* r ctx */
     if (body) {
         if (r->lr->out_ref != LUA_NOREF) {
             luaL_unref(L, LUA_REGISTRYINDEX, r->lr->out_ref);
@@ -812,7 +620,7 @@ static int run_phase(lg_luart_t *rt, int chain, int ph, lg_luart_req_t *lr, run_
         lua_rawgeti(L, LUA_REGISTRYINDEX, r->ch->drv_ref);
         lua_pushlightuserdata(L, r);
         int st = lua_pcall(L, 1, 0, -3); /* msgh [err] */
-        budget_disarm(rt);
+        lg_budget_disarm(&rt->budget);
         if (st == LUA_OK) {
             lua_pop(L, 1);
             break;
@@ -1090,7 +898,7 @@ static int setup(lua_State *L)
     for (int i = 0; i < 2; i++) {
         const char *name = i ? "wrap" : "create";
         lua_getfield(L, -1, name);
-        lua_pushcclosure(L, watched_coroutine, 1);
+        lua_pushcclosure(L, lg_budget_watched_coroutine, 1);
         lua_setfield(L, -2, name);
     }
     lua_pop(L, 2);
@@ -1135,7 +943,7 @@ static int setup(lua_State *L)
     if (lua_isnil(L, -2))
         return luaL_error(L, "%s", lua_tostring(L, -1));
     lua_pop(L, 1); /* ... opts */
-    rt->budget = field_int(L, -1, "instructions", LG_LUART_DEFAULT_BUDGET);
+    rt->budget.limit = field_int(L, -1, "instructions", LG_LUART_DEFAULT_BUDGET);
     rt->mem_limit = (size_t)field_int(L, -1, "memory", LG_LUART_DEFAULT_MEMORY);
     lua_getfield(L, -1, "shared"); /* ... opts shared */
     lua_pushnil(L);
@@ -1211,7 +1019,7 @@ lg_luart_t *lg_luart_new(const lg_luart_opts_t *opts, lg_err_t *err)
     lg_luart_t *rt = lg_xcalloc(1, sizeof(*rt));
     atomic_init(&rt->refs, 1);
     rt->mem_limit = LG_LUART_DEFAULT_MEMORY;
-    rt->budget = LG_LUART_DEFAULT_BUDGET;
+    rt->budget.limit = LG_LUART_DEFAULT_BUDGET;
     rt->cur_plugin = -1;
     rt->default_chain = -1;
     rt->exit_ref = LUA_NOREF;
@@ -1225,7 +1033,8 @@ lg_luart_t *lg_luart_new(const lg_luart_opts_t *opts, lg_err_t *err)
         return NULL;
     }
     lua_atpanic(rt->L, panic);
-    wd_add(rt);
+    rt->budget.L = rt->L;
+    lg_budget_watch(&rt->budget);
     rt->actx.phase = LG_PHASE_LOAD;
     rt->actx.ctx_ref = LUA_NOREF;
     rt->actx.rec_ref = LUA_NOREF;
@@ -1280,7 +1089,7 @@ void lg_luart_free(lg_luart_t *rt)
     if (!rt)
         return;
     if (rt->L) {
-        wd_remove(rt);
+        lg_budget_unwatch(&rt->budget);
         lua_close(rt->L);
     }
     for (int i = 0; i < rt->nplugins; i++) {

@@ -12,7 +12,7 @@
  *
  * Every call into Lua runs under lua_pcall with a traceback handler, an instruction budget
  * (config.plugins.budget.instructions per phase call, shared by the phase's plugins; per call
- * for init_worker and lg_luart_pcall; counted once the call has run 10-20 ms, see luart.c)
+ * for init_worker and lg_luart_pcall; counted once the call has run 10-20 ms, see luart_budget.h)
  * and the state's memory limit
  * (config.plugins.memoryLimit bytes). A failing plugin is logged once, by luart, as
  *     plugin=<name> phase=<phase>: <message> (traceback: ...)
