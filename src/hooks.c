@@ -1210,6 +1210,42 @@ int lg_hooks_header_filter(lg_req_t *r)
     return LG_OK;
 }
 
+/* The plugins' header_filter and body_filter in one protected entry, for a response whose
+ * whole body is here (see whole_body in proxy.c). Not for LLM routes (their glue runs between
+ * the two phases) nor for event streams (body_filter sees those an event at a time). */
+int lg_hooks_header_body(lg_req_t *r, const char *body, size_t len, struct evbuffer *out)
+{
+    rlua_t *rl = r->lua;
+    if (!rl || !rl->rewrite || rl->native || rl->llm || rl->chain < 0 ||
+        !lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_HEADER_FILTER) ||
+        !lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER))
+        return LG_DECLINED;
+    size_t cl;
+    const char *ct = lg_resp_header(r, "content-type", 12, &cl);
+    if (ct && cl >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0)
+        return LG_DECLINED;
+    const char *o;
+    size_t olen;
+    int failed;
+    if (lg_luart_header_body(rl->rt, rl->chain, &rl->lr, body, len, &o, &olen, &failed) != LG_OK) {
+        if (failed == LG_PHASE_HEADER_FILTER) {
+            if (r->up) {
+                lg_upstream_release(r->up, 0);
+                r->up = NULL;
+            }
+            internal_error(r, "plugin failed");
+            return LG_ERR;
+        }
+        r->keepalive = 0; /* as plugins_body: no body, and the connection closes */
+        if (!r->error)
+            r->error = lg_xstrdup("plugin failed in body_filter");
+        return LG_OK;
+    }
+    if (o)
+        lg_req_emit(r, o, olen, out);
+    return LG_OK;
+}
+
 int lg_hooks_body_rewrites(lg_req_t *r)
 {
     rlua_t *rl = r->lua;

@@ -120,6 +120,9 @@ void lg_hooks_cors_headers(lg_req_t *r, struct evbuffer *out);
 int lg_hooks_access(lg_req_t *r);        /* LG_OK: continue; else answered */
 void lg_hooks_trace_start(lg_req_t *r);  /* sampling decision, ids, traceparent */
 int lg_hooks_header_filter(lg_req_t *r); /* LG_OK, or answered with an error */
+/* header_filter and body_filter over a whole body at once: LG_OK (filtered body added to
+ * `out`), LG_ERR (answered with an error), LG_DECLINED (not taken: filter as usual). */
+int lg_hooks_header_body(lg_req_t *r, const char *body, size_t len, struct evbuffer *out);
 int lg_hooks_body_rewrites(lg_req_t *r); /* 1: body passes through hooks */
 /* Body bytes in decoded mode (eof=1 with no data at the end); emits into out. */
 void lg_hooks_body(lg_req_t *r, const char *data, size_t len, int eof, struct evbuffer *out);

@@ -4,8 +4,9 @@
  *
  * Plugin discovery, contract checks, schema validation and chain building are Lua
  * (lua/lunagate/pipeline.lua, plugins.lua, schema.lua); this file turns the chains into arrays
- * of registry refs and calls them directly, one protected call per phase, so a no-op plugin
- * costs a few hundred nanoseconds.
+ * of registry refs and calls them directly, one protected call per phase (header_filter and
+ * body_filter share one when the whole response is here), so a no-op plugin costs a few
+ * hundred nanoseconds.
  *
  * Every phase entry point runs its bookkeeping (ctx creation, string pushes, refs) inside an
  * outer protected "driver" call, because any Lua allocation may fail once a plugin has used
@@ -442,8 +443,9 @@ typedef struct {
     lg_luart_t *rt;
     chain_t *ch;
     lg_luart_req_t *lr;
-    int ph;
-    int next; /* next call index; a log-phase retry resumes after a failed plugin */
+    int ph;      /* the phase running (or that failed) */
+    int ph_last; /* header_filter then body_filter run in one protected call */
+    int next;    /* next call index; a log-phase retry resumes after a failed plugin */
     const char *chunk;
     size_t len;
     int eof;
@@ -492,21 +494,15 @@ static void push_ctx(lg_luart_t *rt)
     }
 }
 
-/* Runs the plugins of one phase inside a single protected call: a plugin call is a plain
- * lua_call, and rt->cur_plugin says whose error it was when the protected call fails. One
- * pcall per phase instead of one per plugin keeps no-op plugins cheap. Each chain has its own
- * closure of this function whose upvalues are the calls' functions and confs (stack: r ctx
- * [chunk]). (A driver written in Lua was tried: in Lua 5.4 a Lua-to-Lua call plus the loop
- * around it costs as much as lua_call from here.) */
-static int driver(lua_State *L)
+/* Runs the plugins of phase r->ph: a plugin call is a plain lua_call, and rt->cur_plugin
+ * says whose error it was when the protected call fails. Stack on entry: r ctx; the calls'
+ * functions and confs are the upvalues of the chain's closure of `driver`. */
+static void run_calls(lua_State *L, run_t *r)
 {
-    run_t *r = lua_touserdata(L, 1);
     lg_luart_t *rt = r->rt;
     chain_t *ch = r->ch;
     int n = ch->n[r->ph];
     int body = r->ph == PH_BODY_FILTER;
-    lg_budget_arm(&rt->budget); /* one budget for the phase's plugins together; run_phase disarms */
-    push_ctx(rt);               /* r ctx */
     if (body) {
         if (r->lr->out_ref != LUA_NOREF) {
             luaL_unref(L, LUA_REGISTRYINDEX, r->lr->out_ref);
@@ -548,7 +544,7 @@ static int driver(lua_State *L)
             copy_exit(L, r->ex);
             r->rc = LG_DECLINED;
             rt->cur_plugin = -1;
-            return 0;
+            return;
         }
         if (body && nres > 0) {
             int t = lua_type(L, base + 1);
@@ -582,7 +578,29 @@ static int driver(lua_State *L)
             r->lr->out_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
     }
-    return 0;
+}
+
+/* The protected call of a phase, or of header_filter and body_filter together when the whole
+ * response is here (one entry instead of two; each phase still has its own budget). One pcall
+ * per phase instead of one per plugin keeps no-op plugins cheap. (A driver written in Lua was
+ * tried: in Lua 5.4 a Lua-to-Lua call plus the loop around it costs as much as lua_call from
+ * here.) */
+static int driver(lua_State *L)
+{
+    run_t *r = lua_touserdata(L, 1);
+    lg_luart_t *rt = r->rt;
+    push_ctx(rt); /* r ctx */
+    for (;;) {
+        lg_budget_arm(&rt->budget); /* the phase's plugins together; run_phase disarms */
+        run_calls(L, r);
+        if (r->rc != LG_OK || r->ph >= r->ph_last)
+            return 0;
+        lg_budget_disarm(&rt->budget);
+        lua_settop(L, 2);
+        r->ph++;
+        r->next = 0;
+        rt->actx.phase = phase_flags[r->ph];
+    }
 }
 
 /* Protected: turns the pending lg.response.exit into r->ex. */
@@ -603,9 +621,16 @@ static int run_phase(lg_luart_t *rt, int chain, int ph, lg_luart_req_t *lr, run_
     r->rt = rt;
     r->lr = lr;
     r->ph = ph;
+    if (r->ph_last < ph)
+        r->ph_last = ph;
     r->rc = LG_OK;
     r->next = 0;
-    if (chain < 0 || chain >= rt->nchains || rt->chains[chain].n[ph] == 0)
+    if (chain < 0 || chain >= rt->nchains)
+        return LG_OK;
+    int calls = 0;
+    for (int p = ph; p <= r->ph_last; p++)
+        calls += rt->chains[chain].n[p];
+    if (calls == 0)
         return LG_OK;
     r->ch = &rt->chains[chain];
     lua_State *L = rt->L;
@@ -627,7 +652,7 @@ static int run_phase(lg_luart_t *rt, int chain, int ph, lg_luart_req_t *lr, run_
         }
         int failed = rt->cur_plugin;
         rt->cur_plugin = -1;
-        if (rt->exit_pending && lua_touserdata(L, -1) == &exit_tag && ph == PH_ACCESS) {
+        if (rt->exit_pending && lua_touserdata(L, -1) == &exit_tag && r->ph == PH_ACCESS) {
             lua_pop(L, 1); /* msgh */
             lua_pushcfunction(L, exit_driver);
             lua_pushlightuserdata(L, r);
@@ -640,7 +665,7 @@ static int run_phase(lg_luart_t *rt, int chain, int ph, lg_luart_req_t *lr, run_
             }
             lg_luart_exit_dispose(r->ex);
         }
-        plugin_failed(rt, failed, phase_flags[ph],
+        plugin_failed(rt, failed, phase_flags[r->ph],
                       lua_touserdata(L, -1) == &exit_tag ? "lg.response.exit outside access"
                                                          : lua_tostring(L, -1));
         lua_pop(L, 2);
@@ -650,7 +675,7 @@ static int run_phase(lg_luart_t *rt, int chain, int ph, lg_luart_req_t *lr, run_
             lg_luart_exit_dispose(r->ex);
         rt->exit_pending = 0;
         r->rc = LG_ERR;
-        if (ph == PH_LOG && r->next < r->ch->n[ph])
+        if (r->ph == PH_LOG && r->next < r->ch->n[PH_LOG])
             continue; /* the other plugins still get to log */
         break;
     }
@@ -686,6 +711,18 @@ int lg_luart_body_filter(lg_luart_t *rt, int chain, lg_luart_req_t *lr, const ch
     int rc = run_phase(rt, chain, PH_BODY_FILTER, lr, &r);
     *out = rc == LG_OK ? r.out : chunk;
     *outlen = rc == LG_OK ? r.outlen : len;
+    return rc;
+}
+
+int lg_luart_header_body(lg_luart_t *rt, int chain, lg_luart_req_t *lr, const char *body,
+                         size_t len, const char **out, size_t *outlen, int *failed)
+{
+    run_t r = {.chunk = body, .len = len, .eof = 1, .out = body, .outlen = len};
+    r.ph_last = PH_BODY_FILTER;
+    int rc = run_phase(rt, chain, PH_HEADER_FILTER, lr, &r);
+    *out = rc == LG_OK ? r.out : body;
+    *outlen = rc == LG_OK ? r.outlen : len;
+    *failed = rc == LG_OK ? 0 : phase_flags[r.ph];
     return rc;
 }
 

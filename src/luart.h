@@ -129,6 +129,13 @@ int lg_luart_header_filter(lg_luart_t *rt, int chain, lg_luart_req_t *lr);
 int lg_luart_body_filter(lg_luart_t *rt, int chain, lg_luart_req_t *lr, const char *chunk,
                          size_t len, int eof, const char **out, size_t *outlen);
 
+/* header_filter, then body_filter over the whole body (eof) in one protected entry, for a
+ * response that is all here: the two calls above at the cost of one. Results as
+ * lg_luart_body_filter; on LG_ERR *failed says which phase failed (LG_PHASE_HEADER_FILTER:
+ * answer 500; LG_PHASE_BODY_FILTER: send no body and close). */
+int lg_luart_header_body(lg_luart_t *rt, int chain, lg_luart_req_t *lr, const char *body,
+                         size_t len, const char **out, size_t *outlen, int *failed);
+
 /* Runs the log phase; failures are logged and counted, never returned. */
 void lg_luart_log(lg_luart_t *rt, int chain, lg_luart_req_t *lr);
 

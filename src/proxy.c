@@ -1298,6 +1298,39 @@ static int whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
     return 1;
 }
 
+/* whole_body's case when plugins filter both the head and the body: decided before the
+ * headers are filtered, so that header_filter and body_filter run in one protected entry.
+ * Returns LG_DECLINED when not taken, LG_OK when the response is written, LG_ERR when it was
+ * answered with an error. */
+static int fused_whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
+{
+    if (!r->up_has_cl || r->up_cl > WHOLE_MAX || r->method == HTTP_HEAD || r->status == 204 ||
+        r->status == 304 || !lg_hooks_body_rewrites(r) || evbuffer_get_length(in) < r->up_cl)
+        return LG_DECLINED;
+    size_t cl = (size_t)r->up_cl;
+    const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
+    struct evbuffer *tmp = scratch_take(r->w);
+    r->fwd_mode = LG_FWD_WHOLE;
+    int rc = lg_hooks_header_body(r, body, cl, tmp);
+    if (rc != LG_OK) {
+        r->fwd_mode = LG_FWD_NONE;
+        scratch_give(r->w, tmp);
+        return rc;
+    }
+    evbuffer_drain(in, cl);
+    if (r->status == 204 || r->status == 304) { /* header_filter made it bodiless */
+        r->fwd_mode = LG_FWD_NONE;
+        write_response_head(r, out, 0);
+    } else {
+        write_response_head(r, out, evbuffer_get_length(tmp));
+        evbuffer_add_buffer(out, tmp);
+    }
+    scratch_give(r->w, tmp);
+    r->rp_state = 2;
+    r->resp_done = 1;
+    return LG_OK;
+}
+
 /* Feeds the upstream's input to the response parser and relays what it may. */
 static void relay(lg_req_t *r)
 {
@@ -1356,7 +1389,10 @@ static void relay(lg_req_t *r)
                 retry_later(r);
                 return;
             }
-            if (lg_hooks_header_filter(r) != LG_OK) {
+            int fused = r->rp_state == 1 ? fused_whole_body(r, in, out) : LG_DECLINED;
+            if (fused == LG_OK)
+                break;
+            if (fused == LG_ERR || lg_hooks_header_filter(r) != LG_OK) {
                 scratch_give(w, out);
                 r->body_out = NULL;
                 return; /* answered with a 500 */

@@ -211,8 +211,8 @@ int main(void)
                "    if p == '/bigstr' then local s = string.rep('y', 64 * 1024 * 1024) end\n"
                "    if p == '/badret' then return 'nope' end\n"
                "  end,\n"
-               "  body_filter = function(conf, ctx, chunk) if chunk:lower() == 'explode' then "
-               "error('bf') end end,\n"
+               "  body_filter = function(conf, ctx, chunk)\n"
+               "    if chunk:lower():find('explode', 1, true) then error('bf') end end,\n"
                "}\n");
 
     char cfg[4096];
@@ -362,6 +362,35 @@ int main(void)
     lg_luart_req_init(&lr, (void *)"/ok");
     rc = lg_luart_body_filter(rt, r1, &lr, "explode", 7, 0, &out, &outlen);
     ok(rc == LG_ERR, "a body_filter error is reported");
+    lg_luart_req_end(rt, &lr);
+
+    /* ---- header_filter and body_filter in one entry (a whole response) ---- */
+    rc = access_path(rt, r1, "/ok", &ex, &lr);
+    int failed = -1;
+    rc = lg_luart_header_body(rt, r1, &lr, "abc", 3, &out, &outlen, &failed);
+    ok(rc == LG_OK && outlen == 4 && memcmp(out, "ABC!", 4) == 0,
+       "header_body: body_filter sees the whole body with eof");
+    lg_luart_log(rt, r1, &lr);
+    ok_streq(global_str(rt, "LAST", buf, sizeof(buf)), "rewrite:access,hf:T",
+             "header_body: header_filter ran first, on the request's ctx");
+    lg_luart_req_end(rt, &lr);
+    logged[0] = 0;
+    lg_luart_req_init(&lr, (void *)"/ok"); /* no access phase: header_filter finds no ctx.seen */
+    rc = lg_luart_header_body(rt, r1, &lr, "abc", 3, &out, &outlen, &failed);
+    ok(rc == LG_ERR && failed == LG_PHASE_HEADER_FILTER && strstr(logged, "phase=header_filter"),
+       "header_body: a header_filter error says so");
+    lg_luart_req_end(rt, &lr);
+    logged[0] = 0;
+    unsigned long booms = errors_of(rt, "p_boom");
+    rc = access_path(rt, r1, "/ok", &ex, &lr);
+    rc = lg_luart_header_body(rt, r1, &lr, "explode", 7, &out, &outlen, &failed);
+    ok(rc == LG_ERR && failed == LG_PHASE_BODY_FILTER && strstr(logged, "plugin=p_boom") &&
+           strstr(logged, "phase=body_filter") && errors_of(rt, "p_boom") == booms + 1,
+       "header_body: a body_filter error is the plugin's, in body_filter");
+    lg_luart_req_end(rt, &lr);
+    rc = access_path(rt, r1, "/ok", &ex, &lr);
+    rc = lg_luart_header_body(rt, r1, &lr, "drop", 4, &out, &outlen, &failed);
+    ok(rc == LG_OK && out == NULL && outlen == 0, "header_body: a dropped body");
     lg_luart_req_end(rt, &lr);
 
     /* ---- the proxy's own calls ---- */

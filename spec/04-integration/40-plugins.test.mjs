@@ -124,6 +124,16 @@ binds:
     - name: bare
       matches: [{path: {pathPrefix: /bare}}]
       backends: [{host: 127.0.0.1:${up.port}}]
+    - name: both
+      matches: [{path: {pathPrefix: /both}}]
+      policies:
+        plugins: [{name: spec-rewrite, config: {tag: both-tag, status: 288}}, {name: spec-sse}]
+      backends: [{host: 127.0.0.1:${up.port}}]
+    - name: bothfail
+      matches: [{path: {pathPrefix: /bothfail}}]
+      policies:
+        plugins: [{name: spec-fail}, {name: spec-sse}]
+      backends: [{host: 127.0.0.1:${up.port}}]
     - name: rewrite
       policies:
         plugins: [{name: spec-rewrite, config: {tag: route-tag, status: 287}}]
@@ -232,6 +242,24 @@ binds:
     JSON.parse(r.body);
     await eventually(() => assert.match(gw.logs(), /plugin=spec-fail phase=header_filter: .*header failure marker-5521/));
     assert.equal((await request({ port, path: "/fail/ok2" })).status, 200);
+  });
+
+  test("header_filter and body_filter over a whole response (one Lua entry) change status, headers and body", async () => {
+    const r = await request({ port, path: "/both/x" });
+    assert.equal(r.status, 288);
+    assert.equal(r.headers["x-spec-upstream-status"], "200");
+    // spec-sse saw the whole upstream body in one call (it is not an event stream)
+    const m = r.body.match(/^data: NOT-ONE-EVENT (.*)\n\n$/s);
+    assert.ok(m, r.body);
+    assert.equal(JSON.parse(JSON.parse(m[1])).url, "/both/x");
+    assert.equal(Number(r.headers["content-length"]), Buffer.byteLength(r.body));
+    assert.equal(r.headers["transfer-encoding"], undefined);
+    const f = await request({ port, path: "/bothfail/x", headers: { "x-spec-fail-headers": "marker-6630" } });
+    assert.equal(f.status, 500);
+    assert.ok(!f.body.includes("NOT-ONE-EVENT") && !f.body.includes("/bothfail/x"), f.body);
+    JSON.parse(f.body);
+    await eventually(() => assert.match(gw.logs(), /plugin=spec-fail phase=header_filter: .*marker-6630/));
+    assert.equal((await request({ port, path: "/both/again" })).status, 288);
   });
 
   test("an endless loop is stopped by the instruction budget (pcall cannot catch it); the worker survives", async () => {
