@@ -45,7 +45,8 @@ typedef struct {
 } plugin_t;
 
 typedef struct {
-    int plugin; /* index into rt->plugins */
+    int plugin;       /* index into rt->plugins */
+    const char *name; /* rt->plugins[plugin].name */
     int fn_ref;
     int conf_ref;
     int up; /* upvalue index of fn (conf at up + 1) in the chain's driver, or 0 */
@@ -497,12 +498,37 @@ static void push_ctx(lg_luart_t *rt)
 /* Runs the plugins of phase r->ph: a plugin call is a plain lua_call, and rt->cur_plugin
  * says whose error it was when the protected call fails. Stack on entry: r ctx; the calls'
  * functions and confs are the upvalues of the chain's closure of `driver`. */
+static inline void push_call(lua_State *L, const call_t *c)
+{
+    if (c->up) {
+        lua_pushvalue(L, lua_upvalueindex(c->up));
+        lua_pushvalue(L, lua_upvalueindex(c->up + 1));
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->conf_ref);
+    }
+    lua_pushvalue(L, 2); /* ... fn conf ctx */
+}
+
 static void run_calls(lua_State *L, run_t *r)
 {
     lg_luart_t *rt = r->rt;
     chain_t *ch = r->ch;
     int n = ch->n[r->ph];
     int body = r->ph == PH_BODY_FILTER;
+    if (r->ph == PH_HEADER_FILTER || r->ph == PH_LOG) { /* no results to look at */
+        for (int i = r->next; i < n; i++) {
+            const call_t *c = &ch->calls[r->ph][i];
+            r->next = i + 1;
+            push_call(L, c);
+            rt->actx.plugin = c->name;
+            rt->cur_plugin = c->plugin;
+            lua_call(L, 2, 0);
+        }
+        rt->cur_plugin = -1;
+        rt->actx.plugin = NULL;
+        return;
+    }
     if (body) {
         if (r->lr->out_ref != LUA_NOREF) {
             luaL_unref(L, LUA_REGISTRYINDEX, r->lr->out_ref);
@@ -516,14 +542,7 @@ static void run_calls(lua_State *L, run_t *r)
         r->next = i + 1;
         if (body && dropped && !r->eof)
             break;
-        if (c->up) {
-            lua_pushvalue(L, lua_upvalueindex(c->up));
-            lua_pushvalue(L, lua_upvalueindex(c->up + 1));
-        } else {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_ref);
-            lua_rawgeti(L, LUA_REGISTRYINDEX, c->conf_ref);
-        }
-        lua_pushvalue(L, 2); /* ... fn conf ctx */
+        push_call(L, c);
         int nargs = 2, base = body ? 3 : 2;
         if (body) {
             if (dropped)
@@ -533,9 +552,9 @@ static void run_calls(lua_State *L, run_t *r)
             lua_pushboolean(L, r->eof);
             nargs = 4;
         }
-        rt->actx.plugin = rt->plugins[c->plugin].name;
+        rt->actx.plugin = c->name;
         rt->cur_plugin = c->plugin;
-        lua_call(L, nargs, r->ph == PH_ACCESS || body ? LUA_MULTRET : 0);
+        lua_call(L, nargs, LUA_MULTRET);
         int nres = lua_gettop(L) - base;
         /* still attributed to this plugin: bad return values raise below */
         if (r->ph == PH_ACCESS && nres > 0 && !lua_isnil(L, base + 1)) {
@@ -855,6 +874,7 @@ static void import_pipeline(lua_State *L, lg_luart_t *rt)
                 }
                 call_t *call = &ch->calls[ph][ch->n[ph]];
                 call->plugin = pi;
+                call->name = rt->plugins[pi].name;
                 call->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
                 lua_getfield(L, -2, "conf");
                 call->conf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
