@@ -1278,46 +1278,18 @@ static void response_done(lg_req_t *r, struct evbuffer *out)
 
 /* A body that plugins rewrite, already here in full after its head (Content-Length, small):
  * body_filter sees it in one call with eof, and the client gets a Content-Length instead of
- * chunks. Writes the head and the body; returns 0 when the body is not all here. */
-static int whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
+ * chunks. */
+static int whole_here(lg_req_t *r, struct evbuffer *in)
 {
-    if (!r->up_has_cl || r->up_cl > WHOLE_MAX || r->method == HTTP_HEAD || r->status == 204 ||
-        r->status == 304 || !lg_hooks_body_rewrites(r) || evbuffer_get_length(in) < r->up_cl)
-        return 0;
-    size_t cl = (size_t)r->up_cl;
-    const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
-    struct evbuffer *tmp = scratch_take(r->w);
-    r->fwd_mode = LG_FWD_WHOLE;
-    lg_hooks_body(r, body, cl, 1, tmp);
-    evbuffer_drain(in, cl);
-    write_response_head(r, out, evbuffer_get_length(tmp));
-    evbuffer_add_buffer(out, tmp);
-    scratch_give(r->w, tmp);
-    r->rp_state = 2;
-    r->resp_done = 1;
-    return 1;
+    return r->up_has_cl && r->up_cl <= WHOLE_MAX && r->method != HTTP_HEAD && r->status != 204 &&
+           r->status != 304 && lg_hooks_body_rewrites(r) && evbuffer_get_length(in) >= r->up_cl;
 }
 
-/* whole_body's case when plugins filter both the head and the body: decided before the
- * headers are filtered, so that header_filter and body_filter run in one protected entry.
- * Returns LG_DECLINED when not taken, LG_OK when the response is written, LG_ERR when it was
- * answered with an error. */
-static int fused_whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
+/* Writes the head and the filtered body in tmp (given back), and consumes the upstream's. */
+static void whole_write(lg_req_t *r, struct evbuffer *in, struct evbuffer *out,
+                        struct evbuffer *tmp)
 {
-    if (!r->up_has_cl || r->up_cl > WHOLE_MAX || r->method == HTTP_HEAD || r->status == 204 ||
-        r->status == 304 || !lg_hooks_body_rewrites(r) || evbuffer_get_length(in) < r->up_cl)
-        return LG_DECLINED;
-    size_t cl = (size_t)r->up_cl;
-    const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
-    struct evbuffer *tmp = scratch_take(r->w);
-    r->fwd_mode = LG_FWD_WHOLE;
-    int rc = lg_hooks_header_body(r, body, cl, tmp);
-    if (rc != LG_OK) {
-        r->fwd_mode = LG_FWD_NONE;
-        scratch_give(r->w, tmp);
-        return rc;
-    }
-    evbuffer_drain(in, cl);
+    evbuffer_drain(in, (size_t)r->up_cl);
     if (r->status == 204 || r->status == 304) { /* header_filter made it bodiless */
         r->fwd_mode = LG_FWD_NONE;
         write_response_head(r, out, 0);
@@ -1328,6 +1300,42 @@ static int fused_whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *o
     scratch_give(r->w, tmp);
     r->rp_state = 2;
     r->resp_done = 1;
+}
+
+/* The whole body after header_filter ran. Returns 0 when the body is not all here. */
+static int whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
+{
+    if (!whole_here(r, in))
+        return 0;
+    size_t cl = (size_t)r->up_cl;
+    const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
+    struct evbuffer *tmp = scratch_take(r->w);
+    r->fwd_mode = LG_FWD_WHOLE;
+    lg_hooks_body(r, body, cl, 1, tmp);
+    whole_write(r, in, out, tmp);
+    return 1;
+}
+
+/* whole_body's case when plugins filter both the head and the body: decided before the
+ * headers are filtered, so that header_filter and body_filter run in one protected entry.
+ * Returns LG_DECLINED when not taken, LG_OK when the response is written, LG_ERR when it was
+ * answered with an error. */
+static int fused_whole_body(lg_req_t *r, struct evbuffer *in, struct evbuffer *out)
+{
+    if (!whole_here(r, in))
+        return LG_DECLINED;
+    size_t cl = (size_t)r->up_cl;
+    const char *body = cl ? (const char *)evbuffer_pullup(in, (ssize_t)cl) : "";
+    struct evbuffer *tmp = scratch_take(r->w);
+    int mode = r->fwd_mode;
+    r->fwd_mode = LG_FWD_WHOLE;
+    int rc = lg_hooks_header_body(r, body, cl, tmp);
+    if (rc != LG_OK) {
+        r->fwd_mode = mode;
+        scratch_give(r->w, tmp);
+        return rc;
+    }
+    whole_write(r, in, out, tmp);
     return LG_OK;
 }
 
