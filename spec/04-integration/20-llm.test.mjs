@@ -676,11 +676,14 @@ describe("config/examples/llm-*.yaml", () => {
       const r = await c.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello!" }] });
       assert.equal(r.choices[0].message.content, want.text);
       assert.equal(r.usage.completion_tokens, want.output);
-      const m = await request({ port: Number(gw.stats.split(":")[1]), path: "/metrics" });
-      const s = pick(parseMetrics(m.body), "agentgateway_gen_ai_client_token_usage_sum",
-        { gen_ai_token_type: "output", gen_ai_system: "mock", gen_ai_request_model: "gpt-4o-mini" });
-      assert.equal(s.length, 1);
-      assert.equal(s[0].value, want.output);
+      // the worker records the request after its last byte is on the way: a scrape may come first
+      await eventually(async () => {
+        const m = await request({ port: Number(gw.stats.split(":")[1]), path: "/metrics" });
+        const s = pick(parseMetrics(m.body), "agentgateway_gen_ai_client_token_usage_sum",
+          { gen_ai_token_type: "output", gen_ai_system: "mock", gen_ai_request_model: "gpt-4o-mini" });
+        assert.equal(s.length, 1);
+        assert.equal(s[0].value, want.output);
+      });
     } finally {
       await gw.stop();
     }
