@@ -1139,6 +1139,32 @@ void lg_hooks_trace_start(lg_req_t *r)
 
 /* ---- Response ---- */
 
+/* A header_filter plugin failed: nothing was sent yet, so the client gets a 500. */
+static int header_filter_failed(lg_req_t *r)
+{
+    if (r->up) {
+        lg_upstream_release(r->up, 0);
+        r->up = NULL;
+    }
+    internal_error(r, "plugin failed");
+    return LG_ERR;
+}
+
+/* A body_filter plugin failed: the rest of the body is not sent and the connection closes. */
+static void body_filter_failed(lg_req_t *r)
+{
+    r->keepalive = 0;
+    if (!r->error)
+        r->error = lg_xstrdup("plugin failed in body_filter");
+}
+
+static int is_event_stream(lg_req_t *r)
+{
+    size_t cl;
+    const char *ct = lg_resp_header(r, "content-type", 12, &cl);
+    return ct && cl >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0;
+}
+
 int lg_hooks_header_filter(lg_req_t *r)
 {
     rlua_t *rl = r->lua;
@@ -1190,23 +1216,13 @@ int lg_hooks_header_filter(lg_req_t *r)
             lua_pop(L, 4);
         }
     }
-    if (rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_HEADER_FILTER)) {
-        if (lg_luart_header_filter(rl->rt, rl->chain, &rl->lr) != LG_OK) {
-            if (r->up) {
-                lg_upstream_release(r->up, 0);
-                r->up = NULL;
-            }
-            internal_error(r, "plugin failed");
-            return LG_ERR;
-        }
-    }
-    if (rl->rewrite) {
-        size_t cl;
-        const char *ct = lg_resp_header(r, "content-type", 12, &cl);
-        rl->sse_mode = ct && cl >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0 &&
-                       rl->chain >= 0 &&
-                       lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER);
-    }
+    if (rl->chain >= 0 && lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_HEADER_FILTER) &&
+        lg_luart_header_filter(rl->rt, rl->chain, &rl->lr) != LG_OK)
+        return header_filter_failed(r);
+    if (rl->rewrite)
+        rl->sse_mode = rl->chain >= 0 &&
+                       lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER) &&
+                       is_event_stream(r);
     return LG_OK;
 }
 
@@ -1218,27 +1234,15 @@ int lg_hooks_header_body(lg_req_t *r, const char *body, size_t len, struct evbuf
     rlua_t *rl = r->lua;
     if (!rl || !rl->rewrite || rl->native || rl->llm || rl->chain < 0 ||
         !lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_HEADER_FILTER) ||
-        !lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER))
-        return LG_DECLINED;
-    size_t cl;
-    const char *ct = lg_resp_header(r, "content-type", 12, &cl);
-    if (ct && cl >= 17 && strncasecmp(ct, "text/event-stream", 17) == 0)
+        !lg_luart_chain_has(rl->rt, rl->chain, LG_PHASE_BODY_FILTER) || is_event_stream(r))
         return LG_DECLINED;
     const char *o;
     size_t olen;
     int failed;
     if (lg_luart_header_body(rl->rt, rl->chain, &rl->lr, body, len, &o, &olen, &failed) != LG_OK) {
-        if (failed == LG_PHASE_HEADER_FILTER) {
-            if (r->up) {
-                lg_upstream_release(r->up, 0);
-                r->up = NULL;
-            }
-            internal_error(r, "plugin failed");
-            return LG_ERR;
-        }
-        r->keepalive = 0; /* as plugins_body: no body, and the connection closes */
-        if (!r->error)
-            r->error = lg_xstrdup("plugin failed in body_filter");
+        if (failed == LG_PHASE_HEADER_FILTER)
+            return header_filter_failed(r);
+        body_filter_failed(r);
         return LG_OK;
     }
     if (o)
@@ -1269,9 +1273,7 @@ static void plugins_body(lg_req_t *r, rlua_t *rl, const char *data, size_t len, 
     const char *o;
     size_t olen;
     if (lg_luart_body_filter(rl->rt, rl->chain, &rl->lr, data, len, eof, &o, &olen) != LG_OK) {
-        r->keepalive = 0;
-        if (!r->error)
-            r->error = lg_xstrdup("plugin failed in body_filter");
+        body_filter_failed(r);
         return;
     }
     if (o)

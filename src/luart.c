@@ -495,9 +495,7 @@ static void push_ctx(lg_luart_t *rt)
     }
 }
 
-/* Runs the plugins of phase r->ph: a plugin call is a plain lua_call, and rt->cur_plugin
- * says whose error it was when the protected call fails. Stack on entry: r ctx; the calls'
- * functions and confs are the upvalues of the chain's closure of `driver`. */
+/* Pushes a call's function, conf and ctx (stack slot 2). */
 static inline void push_call(lua_State *L, const call_t *c)
 {
     if (c->up) {
@@ -510,6 +508,9 @@ static inline void push_call(lua_State *L, const call_t *c)
     lua_pushvalue(L, 2); /* ... fn conf ctx */
 }
 
+/* Runs the plugins of phase r->ph: a plugin call is a plain lua_call, and rt->cur_plugin
+ * says whose error it was when the protected call fails. Stack on entry: r ctx; the calls'
+ * functions and confs are the upvalues of the chain's closure of `driver`. */
 static void run_calls(lua_State *L, run_t *r)
 {
     lg_luart_t *rt = r->rt;
